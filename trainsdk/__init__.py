@@ -1,0 +1,1 @@
+"""trainsdk: training half of the SDK."""
