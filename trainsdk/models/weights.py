@@ -70,15 +70,18 @@ def adapt_input_channels(weight: torch.Tensor, in_channels: int) -> torch.Tensor
     """Adapt a first-layer conv weight (out, C, *k) to ``in_channels``.
 
     To 1 channel: sum over C, so a grey image x gives the response the original gave to (x, x, x).
-    To k channels: repeat the channel pattern and rescale by C/k, keeping the response to a constant image.
+    To k channels: cycle through the C source channels, dividing each copy by how often its source appears, so
+    the response to an image that is constant across channels is unchanged.
     """
     c = weight.shape[1]
     if in_channels == c:
         return weight
     if in_channels == 1:
         return weight.sum(dim=1, keepdim=True)
-    reps = -(-in_channels // c)
-    return weight.repeat(1, reps, *([1] * (weight.dim() - 2)))[:, :in_channels] * (c / in_channels)
+    source = torch.arange(in_channels) % c
+    copies = torch.bincount(source, minlength=c).to(weight.dtype)
+    shape = (1, in_channels) + (1,) * (weight.dim() - 2)
+    return weight[:, source] / copies[source].reshape(shape)
 
 
 def _is_first_conv_mismatch(src: torch.Tensor, dst: torch.Tensor) -> bool:

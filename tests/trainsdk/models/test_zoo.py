@@ -6,26 +6,16 @@ import pytest
 import torch
 
 from tests.golden import fill_state_dict, golden_input
+from tests.zoo import small_model
 from trainsdk.models import InputShapeError, UnknownModelError, create_model, list_models, model_entry
 
 GOLDEN = json.loads((pathlib.Path(__file__).parents[2] / "fixtures" / "torchvision_golden.json").read_text())
 TV = GOLDEN["models"]
 
-# Small heads keep the dense layers of VGG/AlexNet from dominating test time; the layout is unchanged.
-SMALL = {"vgg": dict(hidden_dim=256), "alexnet": dict(hidden_dim=256)}
 REQUIRED = ["lenet5", "lenet5_modern", "alexnet", "alexnet_original", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn",
             "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "googlenet", "googlenet_original", "resnet18", "resnet34",
             "resnet50", "resnet101", "resnet152", "plain18", "plain34", "fcn32s", "fcn16s", "fcn8s", "unet",
             "unet_original", "unet3d"]
-
-
-def small_model(name, **kw):
-    extra = SMALL.get(model_entry(name).family, {})
-    return create_model(name, num_classes=3, in_channels=1, **extra, **kw)
-
-
-def _main(out):
-    return out if isinstance(out, torch.Tensor) else out[0]
 
 
 def test_every_lecture_architecture_is_registered():
@@ -128,3 +118,20 @@ def test_logits_match_torchvision(name):
     with torch.no_grad():
         logits = model(golden_input()).flatten()
     torch.testing.assert_close(logits, torch.tensor(TV[name]["logits"]), rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_smallest_advertised_size_works(name):
+    """The contract printed in the README (min size, multiple) is one the network really accepts."""
+    model = small_model(name).eval()
+    contract = model.input_contract()
+    if contract["fixed_size"]:
+        size = tuple(contract["default_size"])
+    else:
+        n = contract["min_size"]
+        n += (-n) % contract["multiple"]
+        size = (n,) * contract["spatial_dims"]
+    model.check_spatial_size(size)
+    with torch.no_grad():
+        out = model(torch.zeros(1, 1, *size))
+    assert out.shape[:2] == (1, 3)
