@@ -8,6 +8,14 @@ if ROOT not in sys.path:  # `from tests.golden import ...` without installing th
     sys.path.insert(0, ROOT)
 
 
+def pytest_configure(config):
+    # Under pytest-xdist every worker gets one intra-op thread: workers x threads then matches the cores.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     import torch
