@@ -13,6 +13,8 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -20,7 +22,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ._atomic import atomic_path
 from .errors import ExportError, ParityError
 
 __all__ = ["export_onnx", "ExportReport", "OutputError", "DEFAULT_OPSET", "weights_checksum"]
@@ -128,7 +129,8 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def _run_exporter(model, x, tmp: str, opset: int, dims, in_names, out_names) -> tuple[str, str | None]:
+def _run_exporter(model, x, tmp: str, opset: int, dims, in_names, out_names,
+                  external: bool) -> tuple[str, str | None]:
     import torch
 
     try:
@@ -136,7 +138,7 @@ def _run_exporter(model, x, tmp: str, opset: int, dims, in_names, out_names) -> 
             prog = torch.onnx.export(model, (x,), None, dynamo=True, opset_version=opset, input_names=in_names,
                                      output_names=out_names, dynamic_shapes=_torch_dynamic_shapes(model, x, dims),
                                      verbose=False)
-        prog.save(tmp, external_data=False)
+        prog.save(tmp, external_data=external)
         return "dynamo", None
     except Exception as e:  # reported, never silent: the report and a warning say which exporter ran
         reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
@@ -145,23 +147,48 @@ def _run_exporter(model, x, tmp: str, opset: int, dims, in_names, out_names) -> 
     try:
         torch.onnx.export(model, (x,), tmp, dynamo=False, opset_version=opset, input_names=in_names,
                           output_names=out_names, dynamic_axes=axes)
+        if external:
+            _to_external_data(tmp)
     except Exception as e:
         raise ExportError(f"both ONNX exporters failed for {type(model).__name__}: dynamo: {reason}; "
                           f"torchscript: {type(e).__name__}: {e}") from e
     return "torchscript", reason
 
 
-def _check_size(model) -> None:
+def _needs_external_data(model) -> bool:
     size = sum(p.numel() * p.element_size() for p in model.state_dict().values())
-    if size > 1.8 * 2**30:  # protobuf's 2 GiB limit, with room for the graph
-        raise ExportError(f"{type(model).__name__} holds {size / 2**30:.2f} GiB of weights, beyond protobuf's 2 GiB "
-                          f"single-file limit; external-data export is not supported yet")
+    return size > 1.8 * 2**30  # protobuf's 2 GiB limit, with room for the graph
+
+
+def _to_external_data(path: str) -> None:
+    import onnx
+
+    proto = onnx.load(path)
+    onnx.save_model(proto, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=os.path.basename(path) + ".data", size_threshold=1024)
+
+
+@contextlib.contextmanager
+def _staging(path: str):
+    """Yield a path in a private folder beside ``path``; on success move the file (and its ``.data`` file, for
+    external weights) into place, data first; on any error remove everything. Nothing half-written is left."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=".export-", dir=folder)
+    tmp = os.path.join(stage, os.path.basename(path))
+    try:
+        yield tmp
+        if os.path.exists(tmp + ".data"):
+            os.replace(tmp + ".data", path + ".data")
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _embed_metadata(tmp: str, meta: Mapping[str, str]) -> None:
     import onnx
 
-    proto = onnx.load(tmp, load_external_data=False)
+    proto = onnx.load(tmp, load_external_data=False)  # external tensors keep pointing at their .data file
     existing = {p.key: p for p in proto.metadata_props}
     for key, value in meta.items():
         if key in existing:
@@ -254,12 +281,13 @@ def export_onnx(model, path: str | os.PathLike, *, example_input=None, dynamic: 
                 output_names: Sequence[str] | None = None, samples: Sequence | None = None,
                 tolerances: Mapping[str, tuple[float, float]] | None = None, atol: float = 1e-4,
                 rtol: float = 1e-3, metadata: Mapping[str, Any] | None = None, verify: bool = True,
-                seed: int = 0) -> ExportReport:
+                external_data: bool | None = None, seed: int = 0) -> ExportReport:
     """Export ``model`` to ``path`` and verify it against ONNX Runtime; see the module docstring.
 
     ``dynamic``: None = dynamic batch, plus dynamic spatial dims for fully convolutional models; False = static.
     An output passes when its max abs error <= atol or its max relative error <= rtol (per-output overrides in
-    ``tolerances``).
+    ``tolerances``). ``external_data``: None = only when the weights exceed protobuf's 2 GiB limit; the weights then
+    go to ``<path>.data`` beside the ``.onnx`` file (keep the two together).
     """
     import torch
 
@@ -272,15 +300,15 @@ def export_onnx(model, path: str | os.PathLike, *, example_input=None, dynamic: 
         x = example_input if example_input is not None else model.example_input(batch_size=2)
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"example_input must be a torch.Tensor, got {type(x).__name__}")
-        _check_size(model)
+        external = _needs_external_data(model) if external_data is None else bool(external_data)
         if hasattr(model, "check_input"):
             model.check_input(x)
         dims = _dynamic_dims(model, x, dynamic)
         out_names = list(output_names) if output_names else ["output"]
         meta = _metadata(model, x, metadata)
         path = os.fspath(path)
-        with atomic_path(path, suffix=".onnx") as tmp:
-            exporter, reason = _run_exporter(model, x, tmp, opset, dims, list(input_names), out_names)
+        with _staging(path) as tmp:
+            exporter, reason = _run_exporter(model, x, tmp, opset, dims, list(input_names), out_names, external)
             _embed_metadata(tmp, meta)
             report = ExportReport(path, opset, exporter, reason, list(input_names), out_names,
                                   {input_names[0]: dims}, metadata=meta)

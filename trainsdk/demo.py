@@ -14,12 +14,11 @@ import numpy as np
 import torch
 
 from deploysdk import Runtime, export_onnx
-from deploysdk._atomic import atomic_path
 
 from .augment import random_translate
 from .data import load_digits
 from .models import create_model
-from .training import fit_classifier, predict
+from .training import fit_classifier, save_model_checkpoint
 
 
 @dataclass
@@ -72,18 +71,12 @@ def train(args) -> tuple[torch.nn.Module, object]:
     return model, data
 
 
-def save_checkpoint(model: torch.nn.Module, path: str) -> None:
-    """A plain dict of tensors and numbers, loadable with torch.load(weights_only=True)."""
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save({"model_name": model.model_name, "state_dict": model.state_dict()}, tmp)
-
-
 def run(args) -> list[Row]:
     torch.set_num_threads(args.threads)
     model, data = train(args)
     os.makedirs(args.out, exist_ok=True)
     ckpt, onnx_path = os.path.join(args.out, "lenet5.pt"), os.path.join(args.out, "lenet5.onnx")
-    save_checkpoint(model, ckpt)
+    save_model_checkpoint(model, ckpt, preprocessing={"mean": data.mean, "std": data.std})
     print(f"[2/4] exporting to {onnx_path}")
     meta = {"preprocessing": {"scale": 1 / 16, "resize": [32, 32], "mean": data.mean, "std": data.std},
             "class_labels": [str(i) for i in range(10)]}

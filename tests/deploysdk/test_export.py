@@ -82,3 +82,47 @@ def test_training_mode_is_restored(tmp_path):
     model = create_model("lenet5").train()
     export_onnx(model, tmp_path / "m.onnx")
     assert model.training
+
+
+def test_external_data_export_keeps_weights_beside_the_file(tmp_path):
+    from deploysdk import Runtime
+
+    model = create_model("lenet5")
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, external_data=True)
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx", "m.onnx.data"]
+    assert os.path.getsize(path) < 50_000 < os.path.getsize(str(path) + ".data")
+    x = np.zeros((2, 1, 32, 32), np.float32)
+    with Runtime(path) as rt, torch.no_grad():
+        np.testing.assert_allclose(rt(x), model.eval()(torch.from_numpy(x)).numpy(), atol=1e-5)
+
+
+class _DataDependent(torch.nn.Module):
+    """Python control flow on tensor values: torch.export refuses it, the TorchScript tracer records one branch."""
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return x * 2
+        return x - 1
+
+
+def test_torchscript_fallback_is_reported(tmp_path):
+    x = torch.ones(2, 3)
+    with pytest.warns(UserWarning, match="TorchScript exporter"):
+        report = export_onnx(_DataDependent(), tmp_path / "m.onnx", example_input=x, dynamic=False)
+    assert report.exporter == "torchscript" and report.fallback_reason
+    assert "torchscript" in report.summary()
+
+
+def test_checkpoint_round_trip_and_export(tmp_path):
+    from trainsdk.training import CheckpointError, load_model_checkpoint, save_model_checkpoint
+
+    model = create_model("resnet18", in_channels=1, num_classes=2, layers=(1, 1, 1, 1))
+    save_model_checkpoint(model, tmp_path / "ckpt.pt", epoch=3)
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert ckpt["model_name"] == "resnet18" and ckpt["epoch"] == 3
+    loaded, _ = load_model_checkpoint(tmp_path / "ckpt.pt")
+    assert weights_checksum(loaded) == weights_checksum(model)
+    torch.save({"state_dict": {}}, tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="missing.*model_name"):
+        load_model_checkpoint(tmp_path / "bare.pt")
