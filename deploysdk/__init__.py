@@ -1,7 +1,15 @@
-"""deploysdk: run trained networks fast and exactly as trained. ``import deploysdk`` does not import torch."""
+"""deploysdk: run trained networks fast and exactly as trained. ``import deploysdk`` does not import torch.
+
+``compare`` is the module ``deploysdk.compare`` made callable: ``deploysdk.compare(runtimes, feeds)`` and
+``deploysdk.compare.compare(runtimes, feeds)`` are the same call (a plain re-export of the function would hide the
+module behind it).
+"""
+from . import compare
+from .compare import CompareReport
 from .errors import (BackendUnavailableError, DeploySDKError, EngineMismatchError, ExportError, InputError,
                      ModelLoadError, ParityError)
-from .runtime import Runtime, TensorSpec
+from .runtime import LatencyStats, Runtime, TensorSpec
+from .runtime.torch import TorchRunner  # torch itself is imported only when a TorchRunner is built
 
 
 def export_onnx(*args, **kwargs):
@@ -11,5 +19,6 @@ def export_onnx(*args, **kwargs):
     return _export(*args, **kwargs)
 
 
-__all__ = ["Runtime", "TensorSpec", "export_onnx", "DeploySDKError", "InputError", "ModelLoadError",
-           "BackendUnavailableError", "EngineMismatchError", "ExportError", "ParityError"]
+__all__ = ["Runtime", "TensorSpec", "LatencyStats", "compare", "CompareReport", "export_onnx", "TorchRunner",
+           "DeploySDKError", "InputError", "ModelLoadError", "BackendUnavailableError", "EngineMismatchError",
+           "ExportError", "ParityError"]
