@@ -7,14 +7,13 @@ regroups them to the batch size a session wants. Only numpy here.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .errors import InputError
-from .runtime.base import TensorSpec
+from .runtime.base import TensorSpec, concrete_shape, input_contract
 
 __all__ = ["as_feeds", "rebatch", "random_feeds"]
 
@@ -149,37 +148,19 @@ def rebatch(feeds: Sequence[Mapping[str, np.ndarray]], size: int,
     return batches, [i for g in kept for i, _ in g]
 
 
-def _input_contract(proto) -> dict[str, Any]:
-    """The SDK's ``sdk.input_contract`` metadata (channels, default size, ...) of an ONNX ModelProto, or {}."""
-    raw = {p.key: p.value for p in proto.metadata_props}.get("sdk.input_contract")
-    try:
-        return json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
-
-
-def _concrete_shape(spec: TensorSpec, batch: int, contract: Mapping[str, Any]) -> tuple[int, ...]:
-    """Fill dynamic dims: the batch with ``batch``, channels and spatial dims from the SDK's input contract."""
-    size = list(contract.get("default_size") or [])
-    dims = []
-    for axis, d in enumerate(spec.shape):
-        if d is None and axis == 0:
-            d = batch
-        elif d is None and axis == 1 and contract.get("channels"):
-            d = int(contract["channels"])
-        elif d is None and axis >= 2 and len(size) == len(spec.shape) - 2:
-            d = int(size[axis - 2])
-        if d is None:
-            raise InputError(f"input {spec.describe()} has dynamic dim {axis} and the file holds no "
-                             f"'sdk.input_contract' metadata to size it: pass samples=[array]")
-        dims.append(d)
-    return tuple(dims)
+def _concrete_shape(spec: TensorSpec, batch: int, contract: Mapping[str, Any] | None) -> tuple[int, ...]:
+    shape = concrete_shape(spec, contract, batch)
+    if shape is None:
+        axes = [i for i, d in enumerate(spec.shape) if d is None and i > 0]
+        raise InputError(f"input {spec.describe()} has dynamic dim {axes[0]} and the file holds no "
+                         f"'sdk.input_contract' metadata to size it: pass samples=[array]")
+    return shape
 
 
 def random_feeds(proto, specs: Sequence[TensorSpec], seed: int = 0) -> list[dict[str, np.ndarray]]:
     """Standard-normal inputs: batch 1 and 2 when the batch dim is dynamic (proves it stays dynamic), else one."""
     rng = np.random.default_rng(seed)
-    contract = _input_contract(proto)
+    contract = input_contract({p.key: p.value for p in proto.metadata_props})
     batches = (1, 2) if any(s.shape and s.shape[0] is None for s in specs) else (1,)
     feeds = []
     for b in batches:

@@ -148,7 +148,7 @@ def cmd_optimize(args) -> int:
 
 
 def _calibration(path: str):
-    """A folder of .npy files is passed as its path (the quantizer streams it); a .npy file as the array."""
+    """A folder of .npy files is passed as its path (the quantizer reads every file in it); a .npy file as the array."""
     if os.path.isdir(path):
         return path
     if not os.path.isfile(path):
@@ -336,11 +336,11 @@ def _add_build_commands(sub) -> None:
     p = _sub(sub, "optimize", cmd_optimize, "graph optimizations and/or fp16 conversion of an ONNX file",
              "Fold constants and fuse operators offline (so the serving host loads a smaller, faster graph),\n"
              "and/or convert weights and activations to float16 for GPUs.\n\n"
-             "  deploysdk optimize model.onnx model.opt.onnx --level extended\n"
+             "  deploysdk optimize model.onnx model.opt.onnx\n"
              "  deploysdk optimize model.onnx model.fp16.onnx --fp16          # inputs/outputs stay float32")
     p.add_argument("input", help="ONNX file to read")
     p.add_argument("output", help="ONNX file to write")
-    p.add_argument("--level", default="basic", help="basic (default) | extended | all, or none with --fp16")
+    p.add_argument("--level", default="basic", help="basic (default: standard ONNX ops only, so TensorRT can read the result), or none with --fp16")
     p.add_argument("--fp16", action="store_true", help="convert to float16 (after the graph optimizations)")
     p.add_argument("--no-keep-io-types", dest="keep_io_types", action="store_false",
                    help="with --fp16: make inputs/outputs float16 too (default: they stay float32)")
@@ -348,7 +348,7 @@ def _add_build_commands(sub) -> None:
              "Quantize to int8 using calibration images to choose the activation ranges; optionally measure the\n"
              "accuracy drop on labelled data and fail if it exceeds --max-drop.\n\n"
              "  deploysdk quantize model.onnx model.int8.onnx --calibration calib/ --eval-data x.npy \\\n"
-             "      --eval-labels y.npy --max-drop 0.01")
+             "      --eval-labels y.npy --max-drop 1.0")
     p.add_argument("input", help="ONNX file (float32)")
     p.add_argument("output", help="quantized ONNX file to write")
     p.add_argument("--calibration", required=True, help="a folder of .npy files or one .npy array (N, C, H, W)")
@@ -358,7 +358,7 @@ def _add_build_commands(sub) -> None:
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weight scales (default: per channel)")
     p.add_argument("--eval-data", help=".npy inputs to measure accuracy before/after")
     p.add_argument("--eval-labels", help=".npy integer labels for --eval-data")
-    p.add_argument("--max-drop", type=float, help="largest accepted accuracy drop, e.g. 0.01")
+    p.add_argument("--max-drop", type=float, help="largest accepted accuracy drop in percentage points, e.g. 1.0")
     p = _sub(sub, "build-engine", cmd_build_engine, "build a TensorRT engine from an ONNX file",
              "Build a serialized TensorRT engine for this GPU and TensorRT version (an engine does not move between\n"
              "GPUs or versions; a JSON sidecar records both). Needs the tensorrt package and a CUDA GPU.\n\n"

@@ -88,13 +88,14 @@ def input_contract(metadata: Mapping[str, str]) -> dict | None:
     return contract if isinstance(contract, dict) else None
 
 
-def concrete_shape(spec: TensorSpec, contract: dict | None) -> tuple[int, ...] | None:
-    """Fill dynamic dims: batch 1, channels and spatial size from the contract's ``default_size``."""
+def concrete_shape(spec: TensorSpec, contract: dict | None, batch: int = 1) -> tuple[int, ...] | None:
+    """Fill dynamic dims: the batch with ``batch``, channels and spatial size from the contract's ``default_size``;
+    None when some dim stays unknown."""
     default = list((contract or {}).get("default_size") or [])
     channels = (contract or {}).get("channels")
     dims = list(spec.shape)
     if dims and dims[0] is None:
-        dims[0] = 1
+        dims[0] = batch
     if len(dims) > 1 and dims[1] is None and isinstance(channels, int):
         dims[1] = channels
     spatial = dims[2:]
