@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
-__all__ = ["ModelConfig", "ModelBase", "InputShapeError", "build_config", "check_choice"]
+__all__ = ["ModelConfig", "ModelBase", "InputShapeError", "build_config", "check_choice", "check_bool"]
 
 
 class InputShapeError(ValueError):
@@ -23,6 +23,12 @@ class InputShapeError(ValueError):
 def _check_positive_int(owner: str, name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
+
+
+def check_bool(owner: str, name: str, value: Any) -> None:
+    """Flags such as ``fused`` must be real bools: ``fused="no"`` would otherwise switch fusion on."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
 
 
 def check_choice(owner: str, name: str, value: Any, choices: Sequence[Any]) -> None:

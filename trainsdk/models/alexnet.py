@@ -6,6 +6,9 @@
 * ``alexnet_original``: the paper's 96-256-384-384-256 with LRN after the first two convolutions (size 5,
   alpha 1e-4, beta 0.75, k 2, in the paper's convention) and, with ``two_tower=True``, the two-GPU grouping
   (conv2, conv4, conv5 see only their own tower's maps).
+
+``fused=True`` (both forms) runs the LRN layers as the fused kernel (``trainsdk.models.fused.FusedLRN``); the
+parameter keys do not change, so checkpoints load either way.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ._base import ModelBase, ModelConfig, build_config
+from ._base import ModelBase, ModelConfig, build_config, check_bool
 from ._registry import register_model
 from .layers import paper_lrn
 
@@ -26,12 +29,12 @@ __all__ = ["AlexNet", "AlexNetOriginal", "AlexNetConfig", "ReLULRN", "alexnet", 
 class ReLULRN(nn.Sequential):
     """ReLU then LRN in one slot of ``features``, so adding LRN leaves torchvision's indices in place."""
 
-    def __init__(self):
-        super().__init__(nn.ReLU(inplace=True), paper_lrn())
+    def __init__(self, fused: bool = False):
+        super().__init__(nn.ReLU(inplace=True), paper_lrn(fused=fused))
 
 
-def _lrn(enabled: bool) -> nn.Module:
-    return paper_lrn() if enabled else nn.Identity()
+def _lrn(enabled: bool, fused: bool = False) -> nn.Module:
+    return paper_lrn(fused=fused) if enabled else nn.Identity()
 
 
 def _classifier(in_features: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
@@ -50,8 +53,10 @@ class AlexNetConfig(ModelConfig):
     hidden_dim: int = 4096
     lrn: bool = False  # alexnet: add LRN after conv1/conv2 ReLUs (keys unchanged); alexnet_original: always on
     two_tower: bool = False  # alexnet_original only: the paper's grouped conv2/4/5
+    fused: bool = False  # LRN as the fused kernel (same keys)
 
     def validate(self) -> None:
+        check_bool("AlexNetConfig", "fused", self.fused)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"AlexNetConfig: dropout must be in [0, 1), got {self.dropout!r}")
         if self.hidden_dim < 1:
@@ -76,7 +81,7 @@ class AlexNet(_AlexNetBase):
         if config.two_tower:
             raise ValueError("alexnet: two_tower is only available in alexnet_original (torchvision's layout has one "
                              "tower)")
-        act12 = ReLULRN if config.lrn else (lambda: nn.ReLU(inplace=True))
+        act12 = (lambda: ReLULRN(config.fused)) if config.lrn else (lambda: nn.ReLU(inplace=True))
         self.features = nn.Sequential(
             nn.Conv2d(config.in_channels, 64, kernel_size=11, stride=4, padding=2), act12(),
             nn.MaxPool2d(kernel_size=3, stride=2),
@@ -97,11 +102,12 @@ class AlexNetOriginal(_AlexNetBase):
     def __init__(self, config: AlexNetConfig):
         super().__init__(config)
         g = 2 if config.two_tower else 1
+        lrn = lambda: _lrn(config.lrn, config.fused)  # noqa: E731
         self.features = nn.Sequential(OrderedDict([
             ("conv1", nn.Conv2d(config.in_channels, 96, kernel_size=11, stride=4, padding=2)),
-            ("relu1", nn.ReLU(inplace=True)), ("norm1", _lrn(config.lrn)), ("pool1", nn.MaxPool2d(3, 2)),
+            ("relu1", nn.ReLU(inplace=True)), ("norm1", lrn()), ("pool1", nn.MaxPool2d(3, 2)),
             ("conv2", nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=g)),
-            ("relu2", nn.ReLU(inplace=True)), ("norm2", _lrn(config.lrn)), ("pool2", nn.MaxPool2d(3, 2)),
+            ("relu2", nn.ReLU(inplace=True)), ("norm2", lrn()), ("pool2", nn.MaxPool2d(3, 2)),
             ("conv3", nn.Conv2d(256, 384, kernel_size=3, padding=1)), ("relu3", nn.ReLU(inplace=True)),
             ("conv4", nn.Conv2d(384, 384, kernel_size=3, padding=1, groups=g)), ("relu4", nn.ReLU(inplace=True)),
             ("conv5", nn.Conv2d(384, 256, kernel_size=3, padding=1, groups=g)), ("relu5", nn.ReLU(inplace=True)),

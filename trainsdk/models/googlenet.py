@@ -8,6 +8,9 @@ Two forms share one class:
 * ``googlenet_original``: the paper's network: true 5x5 kernels, convs with bias and no batch norm, local response
   normalization in the stem, dropout 0.4 before the classifier.
 
+``fused=True`` runs each batch norm + ReLU as one ``BatchNormAct2d`` (in the ``bn`` slot, same keys) and the LRN
+layers as ``FusedLRN``, so checkpoints load either way.
+
 The file follows torchvision's order: helpers, blocks (``BasicConv2d``, ``InceptionModule``, ``InceptionAux``), the
 model class, builders.
 """
@@ -22,6 +25,7 @@ import torch.nn.functional as F
 
 from ._base import ModelBase, ModelConfig, build_config
 from ._registry import register_model
+from .fused import BatchNormAct2d, FusedLRN
 
 __all__ = ["GoogLeNetConfig", "GoogLeNetOutputs", "BasicConv2d", "InceptionModule", "InceptionAux", "GoogLeNet",
            "googlenet", "googlenet_original"]
@@ -69,17 +73,17 @@ def _exporting() -> bool:
     return torch.jit.is_tracing() or torch.jit.is_scripting()
 
 
-def _lrn() -> nn.LocalResponseNorm:
+def _lrn(fused: bool = False) -> nn.LocalResponseNorm:
     """The paper gives no LRN constants; these are its Caffe release's (bvlc_googlenet: size 5, alpha 1e-4,
     beta 0.75, k 1, alpha divided by size as PyTorch does). No parameters, so state_dict keys are unchanged."""
-    return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+    return (FusedLRN if fused else nn.LocalResponseNorm)(5, alpha=1e-4, beta=0.75, k=1.0)
 
 
-def _conv_factory(norm: bool, bias: bool | None):
+def _conv_factory(norm: bool, bias: bool | None, fused: bool = False):
     """A ``BasicConv2d`` maker with "same" padding, so the four branches line up for concatenation."""
 
     def make(in_ch: int, out_ch: int, k: int) -> BasicConv2d:
-        return BasicConv2d(in_ch, out_ch, k, padding=k // 2, norm=norm, bias=bias)
+        return BasicConv2d(in_ch, out_ch, k, padding=k // 2, norm=norm, bias=bias, fused=fused)
 
     return make
 
@@ -108,10 +112,11 @@ class GoogLeNetConfig(ModelConfig):
     norm: bool = True
     lrn: bool = False
     five_by_five_kernel: int = 3
+    fused: bool = False
 
     def validate(self) -> None:
         owner = type(self).__name__
-        for name in ("aux_logits", "norm", "lrn"):
+        for name in ("aux_logits", "norm", "lrn", "fused"):
             _check_bool(owner, name, getattr(self, name))
         _check_prob(owner, "dropout", self.dropout)
         _check_prob(owner, "aux_dropout", self.aux_dropout)
@@ -132,18 +137,23 @@ class BasicConv2d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1, padding: int = 0,
-                 norm: bool = True, bias: bool | None = None):
+                 norm: bool = True, bias: bool | None = None, fused: bool = False):
         super().__init__()
         bias = (not norm) if bias is None else bias
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
         # torchvision's eps (1e-3, from TensorFlow's Inception) differs from PyTorch's default; logits depend on it.
-        self.bn = nn.BatchNorm2d(out_channels, eps=0.001) if norm else None
+        self.bn = None
+        if norm and fused:  # batch norm + ReLU in one op, same keys
+            self.bn = BatchNormAct2d(out_channels, eps=0.001, act="relu")
+        elif norm:
+            self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
+        self.bn_has_relu = norm and fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         if self.bn is not None:
             x = self.bn(x)
-        return F.relu(x, inplace=True)
+        return x if self.bn_has_relu else F.relu(x, inplace=True)
 
 
 class InceptionModule(nn.Module):
@@ -158,11 +168,11 @@ class InceptionModule(nn.Module):
 
     def __init__(self, in_channels: int, ch1x1: int, ch3x3red: int | None, ch3x3: int, ch5x5red: int | None,
                  ch5x5: int, pool_proj: int | None, *, bottleneck: bool = True, bias: bool | None = None,
-                 norm: bool = True, five_by_five_kernel: int = 5):
+                 norm: bool = True, five_by_five_kernel: int = 5, fused: bool = False):
         super().__init__()
         if bottleneck and None in (ch3x3red, ch5x5red, pool_proj):
             raise ValueError("InceptionModule: bottleneck=True needs ch3x3red, ch5x5red and pool_proj, got None")
-        conv = _conv_factory(norm, bias)
+        conv = _conv_factory(norm, bias, fused)
         k5 = five_by_five_kernel
         self.branch1 = conv(in_channels, ch1x1, 1)
         self.branch2 = _reduce_then(conv, in_channels, ch3x3red if bottleneck else None, ch3x3, 3)
@@ -186,9 +196,10 @@ class InceptionAux(nn.Module):
     adaptive to 4x4 as in torchvision so any input size works; at the 224x224 design size both give 4x4.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, *, dropout: float = 0.7, norm: bool = True):
+    def __init__(self, in_channels: int, num_classes: int, *, dropout: float = 0.7, norm: bool = True,
+                 fused: bool = False):
         super().__init__()
-        self.conv = BasicConv2d(in_channels, 128, 1, norm=norm)
+        self.conv = BasicConv2d(in_channels, 128, 1, norm=norm, fused=fused)
         self.fc1 = nn.Linear(2048, 1024)
         self.fc2 = nn.Linear(1024, num_classes)
         self.dropout = nn.Dropout(p=dropout)
@@ -221,8 +232,9 @@ class GoogLeNet(ModelBase):
         self._build_stem(config)
         self._build_inceptions(config)
         if config.aux_logits:
-            self.aux1 = InceptionAux(512, config.num_classes, dropout=config.aux_dropout, norm=norm)
-            self.aux2 = InceptionAux(528, config.num_classes, dropout=config.aux_dropout, norm=norm)
+            aux = dict(dropout=config.aux_dropout, norm=norm, fused=config.fused)
+            self.aux1 = InceptionAux(512, config.num_classes, **aux)
+            self.aux2 = InceptionAux(528, config.num_classes, **aux)
         else:
             self.aux1 = None
             self.aux2 = None
@@ -241,19 +253,21 @@ class GoogLeNet(ModelBase):
     def _build_stem(self, cfg: GoogLeNetConfig) -> None:
         """conv 7x7/2, pool, [LRN], 1x1, 3x3, [LRN], pool: the paper's stem (LRN only in the original form)."""
         conv = BasicConv2d
-        self.conv1 = conv(cfg.in_channels, 64, 7, stride=2, padding=3, norm=cfg.norm)
+        f = cfg.fused
+        self.conv1 = conv(cfg.in_channels, 64, 7, stride=2, padding=3, norm=cfg.norm, fused=f)
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        self.lrn1 = _lrn() if cfg.lrn else nn.Identity()
-        self.conv2 = conv(64, 64, 1, norm=cfg.norm)
-        self.conv3 = conv(64, 192, 3, padding=1, norm=cfg.norm)
-        self.lrn2 = _lrn() if cfg.lrn else nn.Identity()
+        self.lrn1 = _lrn(f) if cfg.lrn else nn.Identity()
+        self.conv2 = conv(64, 64, 1, norm=cfg.norm, fused=f)
+        self.conv3 = conv(64, 192, 3, padding=1, norm=cfg.norm, fused=f)
+        self.lrn2 = _lrn(f) if cfg.lrn else nn.Identity()
         self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
 
     def _build_inceptions(self, cfg: GoogLeNetConfig) -> None:
         """Nine bottleneck inception modules with max pools between stages 3/4 and 4/5 (Table 1 of the paper)."""
         in_ch = 192
         for name, spec in _INCEPTION_SPECS.items():
-            block = InceptionModule(in_ch, *spec, norm=cfg.norm, five_by_five_kernel=cfg.five_by_five_kernel)
+            block = InceptionModule(in_ch, *spec, norm=cfg.norm, five_by_five_kernel=cfg.five_by_five_kernel,
+                                    fused=cfg.fused)
             setattr(self, name, block)
             in_ch = block.out_channels
             if name == "inception3b":

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from .fused import BatchNormAct2d, FusedLRN
+
 __all__ = ["conv_nd", "conv_transpose_nd", "max_pool_nd", "norm_layer", "act_layer", "ConvNormAct", "paper_lrn",
            "NORMS", "ACTS"]
 
@@ -61,25 +63,34 @@ def act_layer(kind: str, inplace: bool = True) -> nn.Module:
 class ConvNormAct(nn.Sequential):
     """conv -> norm -> act, with stable child names ``conv``, ``norm``, ``act``.
 
-    The conv has no bias when a norm follows it (the norm's shift makes it redundant).
+    The conv has no bias when a norm follows it (the norm's shift makes it redundant). ``fused=True`` runs a 2-D
+    batch norm and its relu/leaky_relu/identity as one ``BatchNormAct2d`` in the ``norm`` slot (``act`` becomes
+    an Identity), with the same state_dict keys.
     """
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, *, stride: int = 1, padding: int | None = None,
-                 norm: str | None = "batch", act: str = "relu", spatial_dims: int = 2, bias: bool | None = None):
+                 norm: str | None = "batch", act: str = "relu", spatial_dims: int = 2, bias: bool | None = None,
+                 fused: bool = False):
         if padding is None:
             padding = kernel_size // 2
         if bias is None:
             bias = norm is None
         super().__init__()
         self.conv = conv_nd(spatial_dims)(in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=bias)
-        self.norm = norm_layer(norm, out_ch, spatial_dims)
-        self.act = act_layer(act)
+        if fused and norm == "batch" and spatial_dims == 2 and act in ("relu", "leaky_relu", "identity"):
+            self.norm = BatchNormAct2d(out_ch, act=act, negative_slope=0.01)
+            self.act = nn.Identity()
+        else:
+            self.norm = norm_layer(norm, out_ch, spatial_dims)
+            self.act = act_layer(act)
 
 
-def paper_lrn(size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0) -> nn.LocalResponseNorm:
+def paper_lrn(size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
+              fused: bool = False) -> nn.LocalResponseNorm:
     """Local response normalization with the constants as AlexNet's paper writes them.
 
     The paper computes ``a / (k + alpha * sum(a^2))^beta``; PyTorch (like Caffe and ONNX) divides ``alpha`` by
-    ``size`` inside, so it is scaled here to give the paper's formula.
+    ``size`` inside, so it is scaled here to give the paper's formula. ``fused=True``: the fused kernel
+    (``FusedLRN``, a subclass with the same formula).
     """
-    return nn.LocalResponseNorm(size, alpha=alpha * size, beta=beta, k=k)
+    return (FusedLRN if fused else nn.LocalResponseNorm)(size, alpha=alpha * size, beta=beta, k=k)

@@ -3,6 +3,9 @@
 Parameter names match torchvision's (``conv1``, ``bn1``, ``layer1..4``, ``downsample``, ``fc``). The plain variants
 (``shortcut=False``) keep the same layers but drop the identity/projection paths, for the lecture's degradation
 experiment: a deeper plain network trains worse than a shallower one, a deeper residual one does not.
+
+``fused=True`` runs each batch norm that a ReLU follows as one ``BatchNormAct2d`` (same keys as BatchNorm2d) and
+each block's ``relu(out + identity)`` as one ``AddReLU`` (no parameters), so checkpoints load either way.
 """
 from __future__ import annotations
 
@@ -11,8 +14,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ._base import ModelBase, ModelConfig, build_config, check_choice
+from ._base import ModelBase, ModelConfig, build_config, check_bool, check_choice
 from ._registry import register_model
+from .fused import AddReLU, BatchNormAct2d
 
 __all__ = ["ResNet", "ResNetConfig", "BasicBlock", "Bottleneck", "resnet18", "resnet34", "resnet50", "resnet101",
            "resnet152", "plain18", "plain34"]
@@ -27,6 +31,11 @@ def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False)
 
 
+def bn_relu(ch: int, fused: bool) -> nn.BatchNorm2d:
+    """A batch norm that a ReLU follows: fused, it applies the ReLU itself (same state_dict keys)."""
+    return BatchNormAct2d(ch, act="relu") if fused else nn.BatchNorm2d(ch)
+
+
 # --- blocks -------------------------------------------------------------------------------------------------------
 class BasicBlock(nn.Module):
     """Two 3x3 convs; the output is relu(F(x) + x)."""
@@ -34,17 +43,22 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, in_ch: int, width: int, stride: int = 1, downsample: nn.Module | None = None,
-                 shortcut: bool = True):
+                 shortcut: bool = True, fused: bool = False):
         super().__init__()
         self.conv1 = conv3x3(in_ch, width, stride)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = bn_relu(width, fused)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(width, width)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn2 = bn_relu(width, fused and not shortcut)
         self.downsample = downsample
         self.shortcut = shortcut
+        self.fused = fused
+        self.add_relu = AddReLU() if fused and shortcut else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:  # batch norms apply their ReLU; the tail is one add + ReLU
+            out = self.bn2(self.conv2(self.bn1(self.conv1(x))))
+            return self.add_relu(out, x if self.downsample is None else self.downsample(x)) if self.shortcut else out
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.shortcut:
@@ -58,20 +72,25 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, in_ch: int, width: int, stride: int = 1, downsample: nn.Module | None = None,
-                 shortcut: bool = True):
+                 shortcut: bool = True, fused: bool = False):
         super().__init__()
         out_ch = width * self.expansion
         self.conv1 = conv1x1(in_ch, width)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = bn_relu(width, fused)
         self.conv2 = conv3x3(width, width, stride)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn2 = bn_relu(width, fused)
         self.conv3 = conv1x1(width, out_ch)
-        self.bn3 = nn.BatchNorm2d(out_ch)
+        self.bn3 = bn_relu(out_ch, fused and not shortcut)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.shortcut = shortcut
+        self.fused = fused
+        self.add_relu = AddReLU() if fused and shortcut else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:  # batch norms apply their ReLU; the tail is one add + ReLU
+            out = self.bn3(self.conv3(self.bn2(self.conv2(self.bn1(self.conv1(x))))))
+            return self.add_relu(out, x if self.downsample is None else self.downsample(x)) if self.shortcut else out
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -91,8 +110,10 @@ class ResNetConfig(ModelConfig):
     base_width: int = 64
     shortcut: bool = True  # False: the "plain" network of the degradation experiment
     zero_init_residual: bool = False
+    fused: bool = False  # BN+ReLU and add+ReLU as fused kernels (same keys)
 
     def validate(self) -> None:
+        check_bool("ResNetConfig", "fused", self.fused)
         check_choice("ResNetConfig", "block", self.block, list(BLOCKS))
         self.layers = tuple(self.layers)
         if len(self.layers) != 4 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.layers):
@@ -113,7 +134,8 @@ class ResNet(ModelBase):
         block = BLOCKS[c.block]
         self.inplanes = c.base_width
         self.conv1 = nn.Conv2d(c.in_channels, c.base_width, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(c.base_width)
+        self.fused = c.fused
+        self.bn1 = bn_relu(c.base_width, c.fused)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         widths = [c.base_width * m for m in (1, 2, 4, 8)]
@@ -133,9 +155,10 @@ class ResNet(ModelBase):
         if shortcut and (stride != 1 or self.inplanes != width * block.expansion):
             downsample = nn.Sequential(conv1x1(self.inplanes, width * block.expansion, stride),
                                        nn.BatchNorm2d(width * block.expansion))
-        layers = [block(self.inplanes, width, stride, downsample, shortcut)]
+        fused = self.config.fused
+        layers = [block(self.inplanes, width, stride, downsample, shortcut, fused)]
         self.inplanes = width * block.expansion
-        layers += [block(self.inplanes, width, shortcut=shortcut) for _ in range(1, blocks)]
+        layers += [block(self.inplanes, width, shortcut=shortcut, fused=fused) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
@@ -152,7 +175,8 @@ class ResNet(ModelBase):
                     nn.init.zeros_(last_bn.weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4)
+        x = self.bn1(self.conv1(x))
+        x = self.maxpool(x if self.fused else self.relu(x))  # (N, 64, H/4, W/4)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return x  # (N, C, H/32, W/32)
 

@@ -1,6 +1,8 @@
 """VGG-11/13/16/19 with and without batch norm (Simonyan & Zisserman 2015), in torchvision's layout.
 
 Parameter names match torchvision's (``features.N``, ``classifier.0/3/6``) so its state_dicts load with strict=True.
+``fused=True`` (batch-norm variants) runs each batch norm + ReLU as one ``BatchNormAct2d`` in the norm's slot and an
+Identity in the ReLU's, so indices and keys are unchanged.
 """
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ._base import ModelBase, ModelConfig, build_config, check_choice
+from ._base import ModelBase, ModelConfig, build_config, check_bool, check_choice
 from ._registry import register_model
+from .fused import BatchNormAct2d
 
 __all__ = ["VGG", "VGGConfig", "VGG_CFGS", "make_features", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16",
            "vgg16_bn", "vgg19", "vgg19_bn"]
@@ -25,7 +28,7 @@ VGG_CFGS: dict[int, list] = {
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
-def make_features(depth: int, batch_norm: bool, in_channels: int) -> nn.Sequential:
+def make_features(depth: int, batch_norm: bool, in_channels: int, fused: bool = False) -> nn.Sequential:
     """The conv stack with torchvision's indices: conv, [bn,] relu per layer, and a max pool per "M"."""
     layers: list[nn.Module] = []
     ch = in_channels
@@ -34,6 +37,10 @@ def make_features(depth: int, batch_norm: bool, in_channels: int) -> nn.Sequenti
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             continue
         layers.append(nn.Conv2d(ch, v, kernel_size=3, padding=1))
+        if batch_norm and fused:  # bn + relu in the bn's slot; the relu's slot keeps the indices
+            layers += [BatchNormAct2d(v, act="relu"), nn.Identity()]
+            ch = v
+            continue
         if batch_norm:
             layers.append(nn.BatchNorm2d(v))
         layers.append(nn.ReLU(inplace=True))
@@ -62,9 +69,11 @@ class VGGConfig(ModelConfig):
     batch_norm: bool = False
     hidden_dim: int = 4096  # width of the two dense layers; smaller suits small medical datasets
     dropout: float = 0.5
+    fused: bool = False  # batch-norm variants: BN+ReLU as one fused kernel (same keys)
 
     def validate(self) -> None:
         check_choice("VGGConfig", "depth", self.depth, sorted(VGG_CFGS))
+        check_bool("VGGConfig", "fused", self.fused)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"VGGConfig: dropout must be in [0, 1), got {self.dropout!r}")
         if self.hidden_dim < 1:
@@ -83,7 +92,7 @@ class VGG(ModelBase):
     def __init__(self, config: VGGConfig):
         super().__init__(config)
         c = config
-        self.features = make_features(c.depth, c.batch_norm, c.in_channels)
+        self.features = make_features(c.depth, c.batch_norm, c.in_channels, c.fused)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
             nn.Linear(512 * 7 * 7, c.hidden_dim), nn.ReLU(True), nn.Dropout(c.dropout),

@@ -1,0 +1,105 @@
+// Argument checks shared by the CPU kernels and the CUDA bindings, so both backends reject the same inputs with
+// the same message ("medcnn::<op>: <argument> ..."). Python's trainsdk.ops._checks mirrors these for the
+// reference implementation.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "act.h"
+
+namespace medcnn {
+
+inline Act parse_act(const std::string& name, const char* op) {
+  if (name == "identity") return Act::Identity;
+  if (name == "relu") return Act::ReLU;
+  if (name == "leaky_relu") return Act::LeakyReLU;
+  TORCH_CHECK_VALUE(false, op, ": act must be one of 'identity', 'relu', 'leaky_relu', got '", name, "'");
+  return Act::Identity;  // unreachable
+}
+
+// float32 or float64: the kernels are written for these two (float64 is there for gradcheck).
+inline void check_floating(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
+                   " must be float32 or float64, got ", t.scalar_type());
+}
+
+// (N, C, *) inputs: at least 3 dims (1-D spatial), like torch.nn.LocalResponseNorm.
+inline void check_nc_star(const at::Tensor& t, int64_t min_dim, const char* op, const char* name) {
+  TORCH_CHECK_VALUE(t.dim() >= min_dim, op, ": ", name, " must have at least ", min_dim,
+                    " dimensions (N, C, *spatial), got shape ", t.sizes());
+}
+
+inline void check_same_device_dtype(const at::Tensor& a, const at::Tensor& b, const char* op, const char* na,
+                                    const char* nb) {
+  TORCH_CHECK_VALUE(a.device() == b.device(), op, ": ", na, " and ", nb, " must be on the same device, got ",
+                    a.device(), " and ", b.device());
+  TORCH_CHECK_TYPE(a.scalar_type() == b.scalar_type(), op, ": ", na, " and ", nb,
+                   " must have the same dtype, got ", a.scalar_type(), " and ", b.scalar_type());
+}
+
+inline void check_same_shape(const at::Tensor& a, const at::Tensor& b, const char* op, const char* na,
+                             const char* nb) {
+  TORCH_CHECK_VALUE(a.sizes() == b.sizes(), op, ": ", na, " and ", nb, " must have the same shape, got ",
+                    a.sizes(), " and ", b.sizes());
+}
+
+// A per-channel parameter (weight, bias, running stats): absent, or 1-D of C values like x.
+inline void check_per_channel(const std::optional<at::Tensor>& p, const at::Tensor& x, const char* op,
+                              const char* name) {
+  if (!p.has_value() || !p->defined()) return;
+  const int64_t channels = x.size(1);
+  TORCH_CHECK_VALUE(p->dim() == 1 && p->size(0) == channels, op, ": ", name, " must have shape (", channels,
+                    ",) for an input with ", channels, " channels, got ", p->sizes());
+  check_same_device_dtype(x, *p, op, "x", name);
+}
+
+inline void check_positive(int64_t v, const char* op, const char* name) {
+  TORCH_CHECK_VALUE(v >= 1, op, ": ", name, " must be >= 1, got ", v);
+}
+
+inline void check_finite(double v, const char* op, const char* name) {
+  TORCH_CHECK_VALUE(std::isfinite(v), op, ": ", name, " must be finite, got ", v);
+}
+
+inline void check_lrn_args(const at::Tensor& x, int64_t size, double alpha, double beta, double k, const char* op) {
+  check_floating(x, op, "x");
+  check_nc_star(x, 3, op, "x");
+  check_positive(size, op, "size");
+  check_finite(alpha, op, "alpha");
+  check_finite(beta, op, "beta");
+  check_finite(k, op, "k");
+}
+
+// Batch norm + activation arguments. `invertible` asks for the InPlace-ABN form, which recovers the
+// normalized input from the output: only possible when the activation is a bijection.
+inline Act check_bn_act_args(const at::Tensor& x, const std::optional<at::Tensor>& weight,
+                             const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
+                             const std::optional<at::Tensor>& running_var, bool training, double eps,
+                             const std::string& act, double negative_slope, bool invertible, const char* op) {
+  check_floating(x, op, "x");
+  check_nc_star(x, 2, op, "x");
+  check_per_channel(weight, x, op, "weight");
+  check_per_channel(bias, x, op, "bias");
+  check_per_channel(running_mean, x, op, "running_mean");
+  check_per_channel(running_var, x, op, "running_var");
+  TORCH_CHECK_VALUE(eps > 0 && std::isfinite(eps), op, ": eps must be positive, got ", eps);
+  check_finite(negative_slope, op, "negative_slope");
+  const bool has_stats = running_mean.has_value() && running_mean->defined() && running_var.has_value() &&
+                         running_var->defined();
+  TORCH_CHECK_VALUE(training || has_stats, op, ": running_mean and running_var are required when training=False");
+  const Act a = parse_act(act, op);
+  if (invertible) {
+    TORCH_CHECK_VALUE(a == Act::Identity || (a == Act::LeakyReLU && negative_slope > 0), op,
+                      ": the in-place / output-saving form needs an invertible activation ('identity', or "
+                      "'leaky_relu' with negative_slope > 0), got act='", act, "', negative_slope=", negative_slope);
+  }
+  return a;
+}
+
+}  // namespace medcnn

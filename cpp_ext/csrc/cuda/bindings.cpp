@@ -1,0 +1,208 @@
+// torch bindings of the CUDA launchers: tensor checks (../checks.h, shared with the CPU kernels), contiguous
+// layouts, output allocation, device guard and the current stream, then a call into the framework-free launcher.
+//
+// Compiled only against a CUDA build of torch: trainsdk/ops/_extension.py adds cuda/ to the sources and defines
+// MEDCNN_WITH_CUDA only then, and the guard below keeps this file inert in any other build.
+#ifdef MEDCNN_WITH_CUDA
+
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "../checks.h"
+#include "launchers.h"
+
+namespace medcnn {
+namespace cuda_bindings {
+namespace {
+
+using Opt = std::optional<at::Tensor>;
+
+void check_launch(cudaError_t err, const char* op) {
+  TORCH_CHECK(err == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+}
+
+int64_t spatial(const at::Tensor& x) { return x.dim() > 2 ? x.numel() / (x.size(0) * x.size(1)) : 1; }
+
+template <typename T>
+const T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+
+at::Tensor contiguous_or_undefined(const Opt& t) {
+  return t.has_value() && t->defined() ? t->contiguous() : at::Tensor();
+}
+
+at::Tensor lrn_cuda(const at::Tensor& x_in, int64_t size, double alpha, double beta, double k) {
+  constexpr const char* op = "medcnn::lrn";
+  check_lrn_args(x_in, size, alpha, beta, k, op);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  if (x.numel() == 0) return y;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), op, [&] {
+    check_launch(cuda::lrn_forward<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), x.size(0),
+                                             x.size(1), spatial(x), size, alpha, beta, k,
+                                             c10::cuda::getCurrentCUDAStream()),
+                 op);
+  });
+  return y;
+}
+
+at::Tensor lrn_backward_cuda(const at::Tensor& grad, const at::Tensor& x_in, int64_t size, double alpha, double beta,
+                             double k) {
+  constexpr const char* op = "medcnn::lrn_backward";
+  check_lrn_args(x_in, size, alpha, beta, k, op);
+  check_same_device_dtype(grad, x_in, op, "grad", "x");
+  check_same_shape(grad, x_in, op, "grad", "x");
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), g = grad.contiguous();
+  at::Tensor dx = at::empty_like(x, at::MemoryFormat::Contiguous);
+  if (x.numel() == 0) return dx;
+  at::Tensor workspace = at::empty_like(x, at::MemoryFormat::Contiguous);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), op, [&] {
+    check_launch(cuda::lrn_backward<scalar_t>(g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                              dx.mutable_data_ptr<scalar_t>(), workspace.mutable_data_ptr<scalar_t>(),
+                                              x.size(0), x.size(1), spatial(x), size, alpha, beta, k,
+                                              c10::cuda::getCurrentCUDAStream()),
+                 op);
+  });
+  return dx;
+}
+
+// Forward of both bn_act forms: y may be x (in-place). Returns (mean, var).
+std::tuple<at::Tensor, at::Tensor> bn_forward(const at::Tensor& x, at::Tensor& y, const Opt& weight, const Opt& bias,
+                                              const Opt& running_mean, const Opt& running_var, bool training,
+                                              double eps, Act act, double slope) {
+  constexpr const char* op = "medcnn::bn_act";
+  const int64_t C = x.size(1);
+  at::Tensor mean = at::empty({C}, x.options()), var = at::empty({C}, x.options());
+  const at::Tensor w = contiguous_or_undefined(weight), b = contiguous_or_undefined(bias);
+  const at::Tensor rm = contiguous_or_undefined(running_mean), rv = contiguous_or_undefined(running_var);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), op, [&] {
+    check_launch(cuda::bn_act_forward<scalar_t>(
+                     x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(w),
+                     ptr_or_null<scalar_t>(b), ptr_or_null<scalar_t>(rm), ptr_or_null<scalar_t>(rv),
+                     mean.mutable_data_ptr<scalar_t>(), var.mutable_data_ptr<scalar_t>(), x.size(0), C, spatial(x),
+                     training, eps, act, slope, c10::cuda::getCurrentCUDAStream()),
+                 op);
+  });
+  return {mean, var};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_cuda(const at::Tensor& x_in, const Opt& weight, const Opt& bias,
+                                                           const Opt& running_mean, const Opt& running_var,
+                                                           bool training, double eps, c10::string_view act,
+                                                           double slope, bool save_output) {
+  constexpr const char* op = "medcnn::bn_act";
+  const Act a = check_bn_act_args(x_in, weight, bias, running_mean, running_var, training, eps, std::string(act),
+                                  slope, save_output, op);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  auto [mean, var] = bn_forward(x, y, weight, bias, running_mean, running_var, training, eps, a, slope);
+  return {y, mean, var};
+}
+
+std::tuple<at::Tensor, at::Tensor> bn_act_inplace_cuda(at::Tensor& x, const Opt& weight, const Opt& bias,
+                                                       const Opt& running_mean, const Opt& running_var, bool training,
+                                                       double eps, c10::string_view act, double slope) {
+  constexpr const char* op = "medcnn::bn_act_";
+  const Act a = check_bn_act_args(x, weight, bias, running_mean, running_var, training, eps, std::string(act), slope,
+                                  false, op);
+  const c10::cuda::CUDAGuard guard(x.device());
+  if (x.is_contiguous()) return bn_forward(x, x, weight, bias, running_mean, running_var, training, eps, a, slope);
+  at::Tensor xc = x.contiguous();
+  auto stats = bn_forward(xc, xc, weight, bias, running_mean, running_var, training, eps, a, slope);
+  x.copy_(xc);
+  return stats;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_backward_cuda(
+    const at::Tensor& grad, const at::Tensor& saved_in, const Opt& weight, const Opt& bias, const at::Tensor& mean,
+    const at::Tensor& var, bool training, double eps, c10::string_view act, double slope, bool saved_is_output) {
+  constexpr const char* op = "medcnn::bn_act_backward";
+  const Act a = check_bn_act_args(saved_in, weight, bias, mean, var, training, eps, std::string(act), slope,
+                                  saved_is_output, op);
+  check_same_device_dtype(grad, saved_in, op, "grad", "saved");
+  check_same_shape(grad, saved_in, op, "grad", "saved");
+  if (saved_is_output && weight.has_value() && weight->defined()) {  // synchronizes; the in-place form only
+    TORCH_CHECK_VALUE(!weight->eq(0).any().item<bool>(), op,
+                      ": the output-saving (in-place) form cannot invert a channel whose weight is 0");
+  }
+  const c10::cuda::CUDAGuard guard(saved_in.device());
+  const at::Tensor v = saved_in.contiguous(), g = grad.contiguous(), m = mean.contiguous(), s = var.contiguous();
+  const at::Tensor w = contiguous_or_undefined(weight), b = contiguous_or_undefined(bias);
+  const int64_t C = v.size(1);
+  at::Tensor dx = at::empty_like(v, at::MemoryFormat::Contiguous);
+  at::Tensor dw = at::empty({C}, v.options()), db = at::empty({C}, v.options());
+  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), op, [&] {
+    check_launch(cuda::bn_act_backward<scalar_t>(
+                     g.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(w),
+                     ptr_or_null<scalar_t>(b), m.const_data_ptr<scalar_t>(), s.const_data_ptr<scalar_t>(),
+                     dx.mutable_data_ptr<scalar_t>(), dw.mutable_data_ptr<scalar_t>(), db.mutable_data_ptr<scalar_t>(),
+                     v.size(0), C, spatial(v), training, eps, a, slope, saved_is_output,
+                     c10::cuda::getCurrentCUDAStream()),
+                 op);
+  });
+  return {dx, dw, db};
+}
+
+at::Tensor add_relu_cuda(const at::Tensor& a_in, const at::Tensor& b_in) {
+  constexpr const char* op = "medcnn::add_relu";
+  check_floating(a_in, op, "a");
+  check_same_device_dtype(a_in, b_in, op, "a", "b");
+  check_same_shape(a_in, b_in, op, "a", "b");
+  const c10::cuda::CUDAGuard guard(a_in.device());
+  const auto fmt = a_in.suggest_memory_format();
+  const at::Tensor a = a_in.contiguous(fmt), b = b_in.contiguous(fmt);
+  at::Tensor y = at::empty_like(a, fmt);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), op, [&] {
+    check_launch(cuda::add_relu_forward<scalar_t>(a.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(),
+                                                  y.mutable_data_ptr<scalar_t>(), a.numel(),
+                                                  c10::cuda::getCurrentCUDAStream()),
+                 op);
+  });
+  return y;
+}
+
+at::Tensor relu_backward_cuda(const at::Tensor& grad, const at::Tensor& out_in) {
+  constexpr const char* op = "medcnn::relu_backward";
+  check_floating(out_in, op, "out");
+  check_same_device_dtype(grad, out_in, op, "grad", "out");
+  check_same_shape(grad, out_in, op, "grad", "out");
+  const c10::cuda::CUDAGuard guard(out_in.device());
+  const auto fmt = out_in.suggest_memory_format();
+  const at::Tensor out = out_in.contiguous(fmt), g = grad.contiguous(fmt);
+  at::Tensor dx = at::empty_like(out, fmt);
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), op, [&] {
+    check_launch(cuda::relu_backward<scalar_t>(g.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(),
+                                               dx.mutable_data_ptr<scalar_t>(), out.numel(),
+                                               c10::cuda::getCurrentCUDAStream()),
+                 op);
+  });
+  return dx;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(medcnn, CUDA, m) {
+  m.impl("lrn", &lrn_cuda);
+  m.impl("lrn_backward", &lrn_backward_cuda);
+  m.impl("bn_act", &bn_act_cuda);
+  m.impl("bn_act_", &bn_act_inplace_cuda);
+  m.impl("bn_act_backward", &bn_act_backward_cuda);
+  m.impl("add_relu", &add_relu_cuda);
+  m.impl("relu_backward", &relu_backward_cuda);
+}
+
+}  // namespace cuda_bindings
+}  // namespace medcnn
+
+#endif  // MEDCNN_WITH_CUDA
