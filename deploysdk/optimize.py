@@ -294,6 +294,13 @@ def _report(src: str, dst: str, kind: str, level: str, before, after, written: s
                           ops_after, os.path.getsize(src), os.path.getsize(written))
 
 
+def _verify_into(report: "OptimizeReport", src: str, tmp: str, feeds, tol: tuple[float, float], what: str) -> None:
+    """Compare the rewritten file with its source on ``feeds``; record the errors and raise if out of tolerance."""
+    report.errors = compare_models(src, tmp, feeds, tol[0], tol[1], what=what)
+    report.checked_shapes = [tuple(next(iter(f.values())).shape) for f in feeds]
+    _raise_if_bad(report.errors, what, src)
+
+
 def optimize_graph(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, *, level: str = "basic",
                    verify: bool = True, samples: Sequence | None = None, atol: float = 1e-4,
                    rtol: float = 1e-3) -> OptimizeReport:
@@ -318,9 +325,7 @@ def optimize_graph(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, *, l
         save_standard(new, proto, tmp)
         report = _report(src, dst, "graph", level, proto, new, tmp)
         if verify:
-            report.errors = compare_models(src, tmp, feeds, atol, rtol, what="the optimized model")
-            report.checked_shapes = [tuple(next(iter(f.values())).shape) for f in feeds]
-            _raise_if_bad(report.errors, "the optimized model", src)
+            _verify_into(report, src, tmp, feeds, (atol, rtol), "the optimized model")
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -355,8 +360,6 @@ def convert_fp16(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, *, kee
         save_standard(half, proto, tmp, {"sdk.precision": json.dumps(precision)})
         report = _report(src, dst, "fp16", level, proto, half, tmp)
         if verify:
-            report.errors = compare_models(src, tmp, feeds, atol, rtol, what="the FP16 model")
-            report.checked_shapes = [tuple(next(iter(f.values())).shape) for f in feeds]
-            _raise_if_bad(report.errors, "the FP16 model", src)
+            _verify_into(report, src, tmp, feeds, (atol, rtol), "the FP16 model")
     report.seconds = time.perf_counter() - t0
     return report
