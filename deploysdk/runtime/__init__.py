@@ -110,7 +110,7 @@ def _open_engine(path: str, device: str, rebuild_from) -> Runner:
         raise BackendUnavailableError(f"the TensorRT backend cannot be imported here: {e}") from e
     try:
         return TensorRTRunner(path, device=device, rebuild_from=rebuild_from)
-    except ImportError as e:  # tensorrt / cuda-python missing
+    except ImportError as e:  # the tensorrt package is missing
         raise BackendUnavailableError(f"the TensorRT backend needs the 'tensorrt' package: {e}") from e
 
 
