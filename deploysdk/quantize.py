@@ -29,8 +29,9 @@ Why the TensorRT settings: TensorRT's explicit quantization accepts only symmetr
 per-channel weight scales on the output-channel axis. It fuses Q/DQ into the layers around them, so pairs sit only
 where it runs int8 layers (weighted ops, residual adds, pools) and never on ops it cannot quantize; it quantizes the
 float weights itself from the Q scale at build time (a form every TensorRT 8.x/10 release reads), and dedicated
-pairs keep one consumer's fusion from blocking another's. ``is_quantized(path)`` tells a TensorRT builder to set its
-INT8 flag.
+pairs keep one consumer's fusion from blocking another's. ``is_quantized(path)`` tells whether a file carries Q/DQ
+nodes; ``deploysdk.tensorrt.build_engine(precision="int8")`` requires them (it sets no INT8 builder flag: TensorRT
+takes the precision from the Q/DQ nodes, and TensorRT 11 removed the flag).
 
 The accuracy gate: with ``eval_data``, FP32 and INT8 both run on ORT CPU and the report holds the max/mean abs
 difference of the first output; with ``eval_labels`` also the metric of both: top-1 accuracy for (N, K) outputs
@@ -203,8 +204,8 @@ def _has_qdq(proto) -> bool:
 def is_quantized(path: str | os.PathLike) -> bool:
     """True when the file holds explicit QuantizeLinear/DequantizeLinear nodes (a Q/DQ-quantized model).
 
-    A TensorRT builder sets its INT8 flag for such files (explicit quantization: the scales come from the graph,
-    no calibrator); ONNX Runtime fuses them into int8 kernels by itself.
+    TensorRT builds such files in int8 from the Q/DQ nodes alone (explicit quantization: the scales come from the
+    graph, no calibrator); ONNX Runtime fuses them into int8 kernels by itself.
     """
     return _has_qdq(load_model(path))
 
