@@ -31,6 +31,7 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -154,6 +155,21 @@ def bench_add_relu(shape, repeats) -> str:
     return row(f"add+ReLU {'x'.join(map(str, shape))}", times, 6 * n)  # a,b,y; g,y,dx
 
 
+def bench_bias_act(shape, repeats) -> str:
+    x, b = torch.randn(*shape, requires_grad=True), torch.randn(shape[1], requires_grad=True)
+    g, gain = torch.randn(*shape), math.sqrt(2)
+
+    def eager(p, q):  # StyleGAN's reference path: add, leaky ReLU, scale
+        return F.leaky_relu(p + q.view(1, -1, 1, 1), 0.2) * gain
+
+    def fused(p, q):
+        return ops.bias_act(p, q, "leaky_relu", 0.2, gain)
+
+    times = timed({"eager": fwd_bwd(eager, (x, b), g), "fused": fwd_bwd(fused, (x, b), g)}, shape, repeats)
+    n = x.numel() * 4
+    return row(f"bias+LReLU*gain {'x'.join(map(str, shape))}", times, 5 * n)  # x,y; g,y,dx
+
+
 def memory_lines(shape) -> list[str]:
     """Activation memory kept for backward by BN + LeakyReLU followed by a layer that keeps its input."""
     c = shape[1]
@@ -221,6 +237,7 @@ def main() -> None:
     for line in bench_bn(bn_shape, args.repeats):
         print(line)
     print(bench_add_relu(bn_shape, args.repeats))
+    print(bench_bias_act(bn_shape, args.repeats))
     for line in memory_lines(bn_shape):
         print(line)
     if not args.skip_models:

@@ -102,4 +102,22 @@ inline Act check_bn_act_args(const at::Tensor& x, const std::optional<at::Tensor
   return a;
 }
 
+// Bias + activation with gain. Backward works from the output, so the output must carry the sign of the
+// activation's input: gain > 0, and negative_slope >= 0 for leaky_relu.
+inline Act check_bias_act_args(const at::Tensor& x, const std::optional<at::Tensor>& bias, const std::string& act,
+                               double negative_slope, double gain, const char* op) {
+  check_floating(x, op, "x");
+  check_nc_star(x, 2, op, "x");
+  check_per_channel(bias, x, op, "bias");
+  const Act a = parse_act(act, op);
+  check_finite(negative_slope, op, "negative_slope");
+  TORCH_CHECK_VALUE(a != Act::LeakyReLU || negative_slope >= 0, op,
+                    ": negative_slope must be >= 0 (backward recovers the activation's slope from the sign of the "
+                    "output), got ", negative_slope);
+  TORCH_CHECK_VALUE(std::isfinite(gain) && gain > 0, op,
+                    ": gain must be finite and > 0 (backward recovers the activation's slope from the sign of the "
+                    "output), got ", gain);
+  return a;
+}
+
 }  // namespace medcnn

@@ -42,4 +42,14 @@ TORCH_LIBRARY(medcnn, m) {
   m.def("add_relu(Tensor a, Tensor b) -> Tensor", {at::Tag::pt2_compliant_tag});
   // grad * (out > 0): the gradient of add_relu for both of its inputs, from the saved output alone.
   m.def("relu_backward(Tensor grad, Tensor out) -> Tensor", {at::Tag::pt2_compliant_tag});
+
+  // Bias + activation with gain (StyleGAN's fused_bias_act): y = act(x + bias[c]) * gain, x: (N, C, *),
+  // bias (C,) or None, act "identity" | "relu" | "leaky_relu". gain must be > 0 and negative_slope >= 0, so the
+  // output has the sign of act's input and backward can work from the output alone.
+  m.def("bias_act(Tensor x, Tensor? bias, str act, float negative_slope, float gain) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
+  // (dx, dbias) of bias_act from the saved output: dx = grad * gain * act'(out), dbias[c] = sum of dx over
+  // everything but the channel dim (shape (C,), returned even when the forward had no bias).
+  m.def("bias_act_backward(Tensor grad, Tensor out, str act, float negative_slope, float gain) -> (Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
 }

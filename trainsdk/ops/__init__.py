@@ -1,6 +1,6 @@
 """Fused CPU/CUDA kernels for the lecture's building blocks, with pure-PyTorch references.
 
-``local_response_norm``, ``batch_norm_act`` and ``add_relu`` run the compiled ``medcnn`` extension
+``local_response_norm``, ``batch_norm_act``, ``add_relu`` and ``bias_act`` run the compiled ``medcnn`` extension
 (``cpp_ext/``, built just in time on first use and cached under ``build/``) and fall back to
 ``trainsdk.ops.reference`` when it is disabled (``MEDCNN_NO_EXT=1``), when a device or dtype has no kernel, and
 during ONNX export (so exported models hold standard ONNX operators only). Every op is registered with
@@ -10,9 +10,10 @@ during ONNX export (so exported models hold standard ONNX operators only). Every
 from . import reference
 from ._extension import ExtensionBuildError, ExtensionStatus, extension_status, load
 from .add_relu import add_relu
+from .bias_act import bias_act
 from .bn_act import batch_norm_act, inplace_abn_bytes_saved
 from .lrn import local_response_norm
 from .memory import saved_tensor_bytes
 
-__all__ = ["local_response_norm", "batch_norm_act", "add_relu", "reference", "extension_status", "load",
+__all__ = ["local_response_norm", "batch_norm_act", "add_relu", "bias_act", "reference", "extension_status", "load",
            "ExtensionStatus", "ExtensionBuildError", "inplace_abn_bytes_saved", "saved_tensor_bytes"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_lrn", "check_bn_act", "check_add_relu", "ACTS", "FLOATING"]
+__all__ = ["check_lrn", "check_bn_act", "check_add_relu", "check_bias_act", "ACTS", "FLOATING"]
 
 ACTS = ("identity", "relu", "leaky_relu")
 FLOATING = (torch.float32, torch.float64, torch.float16, torch.bfloat16)  # half types: reference path only
@@ -97,3 +97,26 @@ def check_add_relu(a: Any, b: Any) -> None:
     _tensor(op, "a", a)
     _tensor(op, "b", b)
     _same(op, "a", a, "b", b)
+
+
+def check_bias_act(x: Any, bias: Any, act: Any, negative_slope: Any, gain: Any) -> None:
+    op = "medcnn::bias_act"
+    _tensor(op, "x", x)
+    _dims(op, "x", x, 2)
+    if bias is not None:
+        _tensor(op, "bias", bias)
+        if bias.dim() != 1 or bias.shape[0] != x.shape[1]:
+            raise ValueError(f"{op}: bias must have shape ({x.shape[1]},) for an input with {x.shape[1]} "
+                             f"channels, got {tuple(bias.shape)}")
+        _same(op, "x", x, "bias", bias, shape=False)
+    if act not in ACTS:
+        raise ValueError(f"{op}: act must be one of {list(ACTS)}, got {act!r}")
+    _finite(op, "negative_slope", negative_slope)
+    if act == "leaky_relu" and negative_slope < 0:
+        raise ValueError(f"{op}: negative_slope must be >= 0 (backward recovers the activation's slope from the "
+                         f"sign of the output), got {negative_slope}")
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)):
+        raise TypeError(f"{op}: gain must be a number, got {type(gain).__name__}")
+    if not (math.isfinite(gain) and gain > 0):
+        raise ValueError(f"{op}: gain must be finite and > 0 (backward recovers the activation's slope from the "
+                         f"sign of the output), got {gain}")

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["local_response_norm", "batch_norm_act", "activation", "add_relu"]
+__all__ = ["local_response_norm", "batch_norm_act", "activation", "add_relu", "bias_act"]
 
 
 def local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
@@ -54,3 +54,12 @@ def batch_norm_act(x: torch.Tensor, running_mean: torch.Tensor | None, running_v
 def add_relu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``relu(a + b)``: the end of a residual block."""
     return F.relu(a + b)
+
+
+def bias_act(x: torch.Tensor, bias: torch.Tensor | None = None, act: str = "leaky_relu",
+             negative_slope: float = 0.2, gain: float = 1.0) -> torch.Tensor:
+    """``act(x + bias[c]) * gain`` over (N, C, *) (StyleGAN's fused_bias_act); ONNX: Add + activation + Mul."""
+    if bias is not None:
+        x = x + bias.reshape((1, -1) + (1,) * (x.dim() - 2))
+    y = activation(x, act, negative_slope)
+    return y * gain if gain != 1.0 else y

@@ -190,6 +190,47 @@ at::Tensor relu_backward_cuda(const at::Tensor& grad, const at::Tensor& out_in) 
   return dx;
 }
 
+// Flat layout of a bias_act tensor in `fmt`: channels-last (N, S, C) or contiguous (N, C, S).
+bool channels_last_layout(at::MemoryFormat fmt) { return fmt != at::MemoryFormat::Contiguous; }
+
+at::Tensor bias_act_cuda(const at::Tensor& x_in, const Opt& bias, c10::string_view act, double slope, double gain) {
+  constexpr const char* op = "medcnn::bias_act";
+  const Act a = check_bias_act_args(x_in, bias, std::string(act), slope, gain, op);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const auto fmt = x_in.suggest_memory_format();
+  const at::Tensor x = x_in.contiguous(fmt), b = contiguous_or_undefined(bias);
+  at::Tensor y = at::empty_like(x, fmt);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), op, [&] {
+    check_launch(cuda::bias_act_forward<scalar_t>(x.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(b),
+                                                  y.mutable_data_ptr<scalar_t>(), x.size(0), x.size(1), spatial(x),
+                                                  channels_last_layout(fmt), a, slope, gain,
+                                                  c10::cuda::getCurrentCUDAStream()),
+                 op);
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> bias_act_backward_cuda(const at::Tensor& grad, const at::Tensor& out_in,
+                                                          c10::string_view act, double slope, double gain) {
+  constexpr const char* op = "medcnn::bias_act_backward";
+  const Act a = check_bias_act_args(out_in, std::nullopt, std::string(act), slope, gain, op);
+  check_same_device_dtype(grad, out_in, op, "grad", "out");
+  check_same_shape(grad, out_in, op, "grad", "out");
+  const c10::cuda::CUDAGuard guard(out_in.device());
+  const auto fmt = out_in.suggest_memory_format();
+  const at::Tensor out = out_in.contiguous(fmt), g = grad.contiguous(fmt);
+  at::Tensor dx = at::empty_like(out, fmt);
+  at::Tensor db = at::empty({out.size(1)}, out.options());
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), op, [&] {
+    check_launch(cuda::bias_act_backward<scalar_t>(g.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(),
+                                                   dx.mutable_data_ptr<scalar_t>(), db.mutable_data_ptr<scalar_t>(),
+                                                   out.size(0), out.size(1), spatial(out), channels_last_layout(fmt),
+                                                   a, slope, gain, c10::cuda::getCurrentCUDAStream()),
+                 op);
+  });
+  return {dx, db};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(medcnn, CUDA, m) {
@@ -200,6 +241,8 @@ TORCH_LIBRARY_IMPL(medcnn, CUDA, m) {
   m.impl("bn_act_backward", &bn_act_backward_cuda);
   m.impl("add_relu", &add_relu_cuda);
   m.impl("relu_backward", &relu_backward_cuda);
+  m.impl("bias_act", &bias_act_cuda);
+  m.impl("bias_act_backward", &bias_act_backward_cuda);
 }
 
 }  // namespace cuda_bindings

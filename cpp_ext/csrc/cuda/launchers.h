@@ -45,5 +45,15 @@ cudaError_t add_relu_forward(const T* a, const T* b, T* y, int64_t n, cudaStream
 template <typename T>
 cudaError_t relu_backward(const T* grad, const T* out, T* dx, int64_t n, cudaStream_t stream);
 
+// y = act(x + bias[c]) * gain over (N, C, S) (or (N, S, C) when channels_last); bias may be null (0).
+template <typename T>
+cudaError_t bias_act_forward(const T* x, const T* bias, T* y, int64_t N, int64_t C, int64_t S, bool channels_last,
+                             Act act, double slope, double gain, cudaStream_t stream);
+
+// dx = grad * gain * act'(out) (from the output: gain > 0, slope >= 0) and dbias[c] = sum of dx over (N, S).
+template <typename T>
+cudaError_t bias_act_backward(const T* grad, const T* out, T* dx, T* dbias, int64_t N, int64_t C, int64_t S,
+                              bool channels_last, Act act, double slope, double gain, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace medcnn
