@@ -13,7 +13,7 @@ import torch.nn as nn
 from trainsdk import ops  # importing builds nothing: ops.load() does, on first use
 from trainsdk.ops._checks import ACTS
 
-__all__ = ["FusedLRN", "BatchNormAct2d", "AddReLU"]
+__all__ = ["FusedLRN", "BatchNormAct2d", "AddReLU", "BiasAct"]
 
 
 class FusedLRN(nn.LocalResponseNorm):
@@ -75,3 +75,26 @@ class AddReLU(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return ops.add_relu(a, b)  # (N, C, H, W) x 2 -> same
+
+
+class BiasAct(nn.Module):
+    """``act(x + bias[c]) * gain`` in one pass (GAN layers: a conv without bias followed by this).
+
+    ``bias`` is a learnable (C,) parameter named ``bias``, zero-initialised; ``bias=False`` leaves it out. The
+    unfused equivalent is ``F.leaky_relu(x + bias.view(1, -1, 1, 1), slope) * gain``.
+    """
+
+    def __init__(self, channels: int, *, act: str = "leaky_relu", negative_slope: float = 0.2, gain: float = 1.0,
+                 bias: bool = True):
+        super().__init__()
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"BiasAct: channels must be a positive integer, got {channels!r}")
+        self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
+        self.act, self.negative_slope, self.gain = act, float(negative_slope), float(gain)
+        ops.load()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.bias_act(x, self.bias, self.act, self.negative_slope, self.gain)  # (N, C, *) -> same
+
+    def extra_repr(self) -> str:
+        return f"{0 if self.bias is None else self.bias.numel()}, act={self.act!r}, gain={self.gain:g}"

@@ -188,3 +188,21 @@ def test_kernel_checks_its_arguments_too(ext, args, exc, match):
         ext.bias_act(*args)
     with pytest.raises(ValueError, match="medcnn::bias_act_backward: grad and out must have the same shape"):
         ext.bias_act_backward(torch.randn(2, 3), torch.randn(2, 4), "relu", 0.2, 1.0)
+
+
+def test_bias_act_module_matches_composite_and_trains():
+    from trainsdk.models.fused import BiasAct
+
+    layer = BiasAct(5, gain=math.sqrt(2))
+    with torch.no_grad():
+        layer.bias.copy_(torch.linspace(-1, 1, 5))
+    x = torch.randn(2, 5, 7, 3, requires_grad=True)
+    out = layer(x)
+    ref = F.leaky_relu(x + layer.bias.view(1, -1, 1, 1), 0.2) * math.sqrt(2)
+    torch.testing.assert_close(out, ref)
+    out.sum().backward()
+    assert layer.bias.grad is not None and layer.bias.grad.shape == (5,)
+    assert list(layer.state_dict()) == ["bias"]
+    assert BiasAct(3, bias=False).bias is None
+    with pytest.raises(ValueError, match="channels"):
+        BiasAct(0)
