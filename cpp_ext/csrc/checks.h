@@ -50,6 +50,13 @@ inline void check_same_shape(const at::Tensor& a, const at::Tensor& b, const cha
 }
 
 // A per-channel parameter (weight, bias, running stats): absent, or 1-D of C values like x.
+// Two tensors an elementwise op combines: floating point, same device, dtype and shape.
+inline void check_pair(const at::Tensor& a, const at::Tensor& b, const char* op, const char* na, const char* nb) {
+  check_floating(a, op, na);
+  check_same_device_dtype(a, b, op, na, nb);
+  check_same_shape(a, b, op, na, nb);
+}
+
 inline void check_per_channel(const std::optional<at::Tensor>& p, const at::Tensor& x, const char* op,
                               const char* name) {
   if (!p.has_value() || !p->defined()) return;

@@ -44,12 +44,6 @@ void relu_backward_kernel(const scalar_t* g, const scalar_t* out, scalar_t* dx, 
   });
 }
 
-void check_pair(const at::Tensor& a, const at::Tensor& b, const char* op, const char* na, const char* nb) {
-  check_floating(a, op, na);
-  check_same_device_dtype(a, b, op, na, nb);
-  check_same_shape(a, b, op, na, nb);
-}
-
 at::Tensor add_relu_cpu(const at::Tensor& a_in, const at::Tensor& b_in) {
   constexpr const char* op = "medcnn::add_relu";
   check_pair(a_in, b_in, op, "a", "b");

@@ -156,9 +156,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_backward_cuda(
 
 at::Tensor add_relu_cuda(const at::Tensor& a_in, const at::Tensor& b_in) {
   constexpr const char* op = "medcnn::add_relu";
-  check_floating(a_in, op, "a");
-  check_same_device_dtype(a_in, b_in, op, "a", "b");
-  check_same_shape(a_in, b_in, op, "a", "b");
+  check_pair(a_in, b_in, op, "a", "b");
   const c10::cuda::CUDAGuard guard(a_in.device());
   const auto fmt = a_in.suggest_memory_format();
   const at::Tensor a = a_in.contiguous(fmt), b = b_in.contiguous(fmt);
@@ -174,9 +172,7 @@ at::Tensor add_relu_cuda(const at::Tensor& a_in, const at::Tensor& b_in) {
 
 at::Tensor relu_backward_cuda(const at::Tensor& grad, const at::Tensor& out_in) {
   constexpr const char* op = "medcnn::relu_backward";
-  check_floating(out_in, op, "out");
-  check_same_device_dtype(grad, out_in, op, "grad", "out");
-  check_same_shape(grad, out_in, op, "grad", "out");
+  check_pair(grad, out_in, op, "grad", "out");
   const c10::cuda::CUDAGuard guard(out_in.device());
   const auto fmt = out_in.suggest_memory_format();
   const at::Tensor out = out_in.contiguous(fmt), g = grad.contiguous(fmt);
