@@ -1,4 +1,4 @@
-"""``deploysdk`` command line: export, optimize, quantize, build-engine, run, bench, compare, inspect.
+"""``deploysdk`` command line: export, optimize, quantize, build-engine, run, bench, compare, inspect, triton-repo.
 
 Every command is a thin layer over a library function (imported when the command runs, so ``deploysdk --help`` and
 ``deploysdk inspect`` work on a host with neither torch nor TensorRT). User errors print one line on stderr and exit
@@ -299,6 +299,17 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_triton_repo(args) -> int:
+    write_triton_repo = _backing("triton", "write_triton_repo")
+    folder = write_triton_repo(args.model, args.out, name=args.name, platform=args.platform,
+                               max_batch_size=args.max_batch_size, preferred_batch_sizes=args.preferred_batch_size,
+                               max_queue_delay_us=args.max_queue_delay_us, instances=args.instances, kind=args.kind,
+                               gpus=args.gpus, version=args.version, overwrite=args.overwrite)
+    print(f"wrote {folder} (config.pbtxt, {args.version}/); serve with: tritonserver --model-repository="
+          f"{os.path.abspath(args.out)}")
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------------------------------
 def _sub(sub, name: str, fn, help_: str, description: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_, description=description, epilog=EPILOG,
@@ -418,6 +429,31 @@ def _add_run_commands(sub) -> None:
     _runtime_args(p)
 
 
+def _add_serve_commands(sub) -> None:
+    p = _sub(sub, "triton-repo", cmd_triton_repo, "write a Triton Inference Server model repository for a model",
+             "Write OUT/NAME/config.pbtxt and OUT/NAME/VERSION/model.onnx (or model.plan for a TensorRT engine,\n"
+             "whose inputs and outputs come from its build-engine sidecar): platform, I/O with Triton data types,\n"
+             "dynamic batching and an instance group, for serving on Triton when one machine is not enough.\n\n"
+             "  deploysdk triton-repo unet.onnx models/ --max-batch-size 8 --instances 2 --kind gpu\n"
+             "  tritonserver --model-repository=$PWD/models")
+    p.add_argument("model", help="an .onnx file, or a TensorRT .engine/.plan with its .json sidecar")
+    p.add_argument("out", help="model repository folder (created; other models in it are left alone)")
+    p.add_argument("--name", help="model name in Triton (default: the file name without suffix)")
+    p.add_argument("--platform", default="auto", choices=("auto", "onnxruntime", "tensorrt"),
+                   help="auto (default): tensorrt for .engine/.plan/.trt, onnxruntime otherwise")
+    p.add_argument("--max-batch-size", type=int, default=8,
+                   help="largest batch Triton forms (default 8; 0: no batching; a fixed-batch model gets 0)")
+    p.add_argument("--preferred-batch-size", type=int, nargs="+", metavar="N",
+                   help="batch sizes the dynamic batcher aims for (default: none, Triton's advice for most models)")
+    p.add_argument("--max-queue-delay-us", type=int, default=100,
+                   help="how long a request may wait for others to batch with, in microseconds (default 100)")
+    p.add_argument("--instances", type=int, default=1, help="model instances (default 1)")
+    p.add_argument("--kind", default="cpu", choices=("cpu", "gpu"), help="where instances run (default cpu)")
+    p.add_argument("--gpus", type=int, nargs="+", metavar="N", help="with --kind gpu: GPU indices (default all)")
+    p.add_argument("--version", type=int, default=1, help="model version folder (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder of the same name")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deploysdk", epilog=EPILOG,
                                      description="Export, optimize, quantize and run trained networks; compare "
@@ -427,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_build_commands(sub)
     _add_run_commands(sub)
+    _add_serve_commands(sub)
     return parser
 
 

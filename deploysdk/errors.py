@@ -31,3 +31,35 @@ class ExportError(DeploySDKError):
 
 class ParityError(ExportError):
     """Outputs of two backends differ beyond tolerance."""
+
+
+# --- medical image input (deploysdk.io) ---
+__all__ += ["UnreadableFileError", "SeriesError", "MissingDependencyError"]
+
+
+class UnreadableFileError(InputError):
+    """One image file cannot be read; ``path`` and ``reason`` say which and why (the message names both)."""
+
+    def __init__(self, path, reason: str):
+        self.path, self.reason = str(path), str(reason)
+        super().__init__(f"cannot read {self.path}: {self.reason}")
+
+    def __reduce__(self):  # picklable with its two arguments (DataLoader workers send errors between processes)
+        return type(self), (self.path, self.reason)
+
+
+class SeriesError(InputError):
+    """A DICOM series (or folder) holds no usable volume; ``problems`` lists every file with its reason."""
+
+    def __init__(self, message: str, problems=()):
+        self.problems = [(str(p), str(r)) for p, r in problems]
+        lines = [message] + [f"  {p}: {r}" for p, r in self.problems]
+        super().__init__("\n".join(lines))
+        self.message = message
+
+    def __reduce__(self):
+        return type(self), (self.message, self.problems)
+
+
+class MissingDependencyError(DeploySDKError, ImportError):
+    """An optional reader (pydicom, nibabel, Pillow, scipy) is not installed; the message names the pip package."""
