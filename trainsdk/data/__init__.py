@@ -12,3 +12,13 @@ __all__ = ["load_digits", "DigitsSplit",
            "make_phantoms", "PhantomSet", "PhantomConfig", "PHANTOM_CLASSES",
            "ArrayDataset", "split_indices", "FolderDataset", "DataError",
            "load_builtin", "list_builtin", "BUILTIN_DATASETS", "BuiltinDataset", "UnknownDatasetError"]
+
+# Degradations for restoration pairs, and simulated CT (appended: issue 7)
+from .ct_sim import iradon_fbp, radon, shepp_logan_phantom  # noqa: E402
+from .degradations import (DEGRADATIONS, degrade, downsample, gaussian_noise, jpeg_artifacts,  # noqa: E402
+                           median_filter, poisson_noise, simulate_low_dose_ct, speckle_noise, ultrasound_speckle,
+                           upsample_bicubic)
+
+__all__ += ["gaussian_noise", "poisson_noise", "speckle_noise", "ultrasound_speckle", "downsample", "upsample_bicubic",
+            "jpeg_artifacts", "median_filter", "simulate_low_dose_ct", "radon", "iradon_fbp", "shepp_logan_phantom",
+            "DEGRADATIONS", "degrade"]
