@@ -4,6 +4,8 @@ from ._registry import UnknownModelError, create_model, list_models, model_entry
 
 # Importing the families registers their builders.
 from . import lenet, alexnet, vgg, resnet, googlenet, fcn, unet  # noqa: E402,F401
+from . import gans  # noqa: E402,F401  (GAN generators, discriminators, critic)
+from . import autoencoders, rednet  # noqa: E402,F401  (autoencoders, RED-Net, cross-modality)
 from .weights import LoadReport, adapt_input_channels, load_weights  # noqa: E402
 
 __all__ = ["create_model", "list_models", "register_model", "model_entry", "ModelBase", "ModelConfig",
