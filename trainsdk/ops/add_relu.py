@@ -38,7 +38,10 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     (out,) = ctx.saved_tensors
-    g = torch.ops.medcnn.relu_backward(grad, out)
+    if torch.is_grad_enabled():  # backward(create_graph=True), e.g. a gradient penalty: differentiable formula
+        g = grad * (out > 0).to(grad.dtype)
+    else:
+        g = torch.ops.medcnn.relu_backward(grad, out)
     return g, g
 
 

@@ -48,9 +48,21 @@ def _setup_context(ctx, inputs, output):
     ctx.args = (act, negative_slope, gain)
 
 
+def _differentiable_backward(grad, out, act, negative_slope, gain):
+    """dx = grad * gain * act'(out) in autograd-tracked ops (act' is piecewise constant, so its own derivative is
+    zero almost everywhere): double backward through the fused op gives the eager composite's gradients."""
+    slope = {"identity": None, "relu": 0.0, "leaky_relu": float(negative_slope)}[act]
+    dx = grad * gain if slope is None else torch.where(out > 0, grad, grad * slope) * gain
+    dbias = dx.sum(dim=[d for d in range(dx.dim()) if d != 1]) if dx.dim() > 1 else dx
+    return dx, dbias
+
+
 def _backward(ctx, grad):
     (out,) = ctx.saved_tensors
-    dx, dbias = torch.ops.medcnn.bias_act_backward(grad, out, *ctx.args)
+    if torch.is_grad_enabled():  # backward(create_graph=True), e.g. WGAN-GP's penalty: differentiable formula
+        dx, dbias = _differentiable_backward(grad, out, *ctx.args)
+    else:
+        dx, dbias = torch.ops.medcnn.bias_act_backward(grad, out, *ctx.args)
     return dx, (dbias if ctx.has_bias else None), None, None, None
 
 

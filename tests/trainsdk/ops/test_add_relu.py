@@ -85,3 +85,16 @@ def test_bad_arguments(a, b, exc, match):
 def test_kernel_checks_its_arguments_too(ext):
     with pytest.raises(ValueError, match="medcnn::add_relu: a and b must have the same shape"):
         ext.add_relu(torch.randn(2, 3), torch.randn(2, 4))
+
+
+def test_double_backward_matches_eager(ext):
+    """backward(create_graph=True) through add_relu (gradient penalties) gives eager's second-order gradients."""
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 5, 5, dtype=torch.float64)
+
+    def penalty_grad(fn):
+        (g,) = torch.autograd.grad((fn(x * x, 0.5 * x) * w).sum(), x, create_graph=True)
+        (h,) = torch.autograd.grad((g ** 2).sum(), x)
+        return h
+
+    assert_close(penalty_grad(ops.add_relu), penalty_grad(lambda a, b: torch.relu(a + b)))
