@@ -14,7 +14,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainsdk.models.fused import BiasAct
 
 from .config import GANConfig
 from .losses import auxiliary_class_loss, gradient_difference_loss, gradient_penalty, minimax_d_loss, \
@@ -65,12 +64,9 @@ class GANStep:
         return _G_LOSSES[self.kind](scores)
 
     def check_critic(self, D: nn.Module) -> None:
-        """The gradient penalty differentiates the critic twice: refuse what breaks that."""
+        """The gradient penalty differentiates the critic twice (fused bias-act layers support that)."""
         if self.kind != "wgan_gp":
             return
-        if any(isinstance(m, BiasAct) for m in D.modules()):
-            raise ValueError("the critic runs the fused bias-act op, which has no second derivative, and the "
-                             "gradient penalty needs one: build it with fused=False for step/adversarial='wgan_gp'")
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in D.modules()):
             warnings.warn("the critic has batch norm, which couples the samples of a batch; the gradient penalty "
                           "assumes they are independent (Gulrajani et al. use no norm or layer norm)", stacklevel=4)
