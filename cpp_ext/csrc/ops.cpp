@@ -52,4 +52,27 @@ TORCH_LIBRARY(medcnn, m) {
   // everything but the channel dim (shape (C,), returned even when the forward had no bias).
   m.def("bias_act_backward(Tensor grad, Tensor out, str act, float negative_slope, float gain) -> (Tensor, Tensor)",
         {at::Tag::pt2_compliant_tag});
+
+  // Batched affine warp: grid_sample(image, affine_grid(theta, image.shape, align_corners), mode, padding_mode,
+  // align_corners) without the grid, image (N, C, H, W) / (N, C, D, H, W), theta (N, 2, 3) / (N, 3, 4), mode
+  // "bilinear" | "nearest", padding_mode "zeros" | "border" | "reflection". The optional mask (N, Cm, *spatial, any
+  // real dtype) is warped by nearest in the same pass and returned second (an empty (0,) tensor without a mask).
+  m.def("affine_warp(Tensor image, Tensor theta, Tensor? mask, str mode, str padding_mode, bool align_corners) "
+        "-> (Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
+  // Gradient of affine_warp's image output w.r.t. the image (the transposed warp: a scatter-add), same shape as grad.
+  m.def("affine_warp_backward(Tensor grad, Tensor theta, str mode, str padding_mode, bool align_corners) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
+
+  // Soft Dice statistics per (n, c) in one pass over the logits, without materializing probabilities or one-hot:
+  // (I, P, G) = sums over the spatial dims of p*g, p and g, each (N, C) in the logits' dtype. logits (N, C, *),
+  // activation "softmax" (over C) | "sigmoid" | "none" (logits are probabilities); target an int64 label map
+  // (N, *) or (N, 1, *) with values in [0, C) (one-hot implied), or a dense target of the logits' dtype and shape.
+  m.def("soft_dice_stats(Tensor logits, Tensor target, str activation) -> (Tensor, Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
+  // d/dlogits of soft_dice_stats from the gradients of I and P (G does not depend on the logits), recomputing the
+  // probabilities per pixel. Contiguous (N, C, *) output.
+  m.def("soft_dice_stats_backward(Tensor grad_inter, Tensor grad_psum, Tensor logits, Tensor target, str activation) "
+        "-> Tensor",
+        {at::Tag::pt2_compliant_tag});
 }

@@ -10,10 +10,14 @@ during ONNX export (so exported models hold standard ONNX operators only). Every
 from . import reference
 from ._extension import ExtensionBuildError, ExtensionStatus, extension_status, load
 from .add_relu import add_relu
+from .affine_warp import affine_warp
 from .bias_act import bias_act
 from .bn_act import batch_norm_act, inplace_abn_bytes_saved
+from .dice import soft_dice_loss, soft_dice_stats
 from .lrn import local_response_norm
 from .memory import saved_tensor_bytes
 
-__all__ = ["local_response_norm", "batch_norm_act", "add_relu", "bias_act", "reference", "extension_status", "load",
-           "ExtensionStatus", "ExtensionBuildError", "inplace_abn_bytes_saved", "saved_tensor_bytes"]
+__all__ = ["local_response_norm", "batch_norm_act", "add_relu", "bias_act", "affine_warp", "soft_dice_loss",
+           "soft_dice_stats", "reference",
+           "extension_status", "load", "ExtensionStatus", "ExtensionBuildError", "inplace_abn_bytes_saved",
+           "saved_tensor_bytes"]

@@ -11,9 +11,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_lrn", "check_bn_act", "check_add_relu", "check_bias_act", "ACTS", "FLOATING"]
+__all__ = ["check_lrn", "check_bn_act", "check_add_relu", "check_bias_act", "check_affine_warp", "ACTS", "FLOATING",
+           "WARP_MODES", "WARP_PADDINGS", "check_soft_dice_stats", "check_soft_dice_loss", "DICE_ACTIVATIONS",
+           "REDUCTIONS"]
 
 ACTS = ("identity", "relu", "leaky_relu")
+WARP_MODES = ("bilinear", "nearest")
+WARP_PADDINGS = ("zeros", "border", "reflection")
+DICE_ACTIVATIONS = ("softmax", "sigmoid", "none")
+REDUCTIONS = ("mean", "sum", "none")
 FLOATING = (torch.float32, torch.float64, torch.float16, torch.bfloat16)  # half types: reference path only
 
 
@@ -120,3 +126,106 @@ def check_bias_act(x: Any, bias: Any, act: Any, negative_slope: Any, gain: Any) 
     if not (math.isfinite(gain) and gain > 0):
         raise ValueError(f"{op}: gain must be finite and > 0 (backward recovers the activation's slope from the "
                          f"sign of the output), got {gain}")
+
+
+def check_affine_warp(image: Any, theta: Any, mask: Any, mode: Any, padding_mode: Any, align_corners: Any) -> None:
+    op = "medcnn::affine_warp"
+    _tensor(op, "image", image)
+    if image.dim() not in (4, 5):
+        raise ValueError(f"{op}: image must be (N, C, H, W) or (N, C, D, H, W), got shape {tuple(image.shape)}")
+    if any(s == 0 for s in image.shape[2:]):
+        raise ValueError(f"{op}: image must have non-empty spatial dimensions, got shape {tuple(image.shape)}")
+    _tensor(op, "theta", theta)
+    _same(op, "image", image, "theta", theta, shape=False)
+    dims, n = image.dim() - 2, image.shape[0]
+    if theta.dim() != 3 or tuple(theta.shape) != (n, dims, dims + 1):
+        raise ValueError(f"{op}: theta must have shape ({n}, {dims}, {dims + 1}) for an image of shape "
+                         f"{tuple(image.shape)}, got {tuple(theta.shape)}")
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"{op}: mask must be a torch.Tensor or None, got {type(mask).__name__}")
+        if mask.device != image.device:
+            raise ValueError(f"{op}: image and mask must be on the same device, got {image.device} and {mask.device}")
+        if mask.dim() != image.dim() or mask.shape[0] != n or mask.shape[2:] != image.shape[2:]:
+            raise ValueError(f"{op}: mask must have the image's batch size and spatial size (N, C_mask, *spatial), "
+                             f"got image {tuple(image.shape)} and mask {tuple(mask.shape)}")
+        if mask.dtype.is_complex or mask.dtype.itemsize not in (1, 2, 4, 8) or "qint" in str(mask.dtype):
+            raise TypeError(f"{op}: mask must be a real (bool, integer or floating-point) tensor, got {mask.dtype}")
+    if mode not in WARP_MODES:
+        raise ValueError(f"{op}: mode must be 'bilinear' (trilinear for 3-D) or 'nearest', got {mode!r}")
+    if padding_mode not in WARP_PADDINGS:
+        raise ValueError(f"{op}: padding_mode must be one of 'zeros', 'border', 'reflection', got {padding_mode!r}")
+    if not isinstance(align_corners, bool):
+        raise TypeError(f"{op}: align_corners must be a bool, got {type(align_corners).__name__}")
+
+
+def check_soft_dice_stats(logits: Any, target: Any, activation: Any) -> None:
+    """As check_soft_dice_args (checks.h), for the target as the caller gives it: any integer or bool dtype is a
+    label map, any floating dtype a dense target (soft_dice_stats converts both to what the kernel takes)."""
+    op = "medcnn::soft_dice_stats"
+    _tensor(op, "logits", logits)
+    _dims(op, "logits", logits, 3)
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"{op}: target must be a torch.Tensor, got {type(target).__name__}")
+    if target.device != logits.device:
+        raise ValueError(f"{op}: logits and target must be on the same device, got {logits.device} and "
+                         f"{target.device}")
+    if activation not in DICE_ACTIVATIONS:
+        raise ValueError(f"{op}: activation must be one of {list(DICE_ACTIVATIONS)}, got {activation!r}")
+    if activation == "softmax" and logits.shape[1] == 1:
+        raise ValueError(f"{op}: softmax over a single channel is constant 1 (no gradient); use "
+                         f"activation='sigmoid' for one-channel (binary) logits, got shape {tuple(logits.shape)}")
+    if target.is_floating_point():
+        if target.shape != logits.shape:
+            raise ValueError(f"{op}: logits and target must have the same shape, got {tuple(logits.shape)} and "
+                             f"{tuple(target.shape)} (a floating-point target is dense: one-hot or soft labels)")
+        return
+    if target.is_complex():
+        raise TypeError(f"{op}: target must be an integer label map or a floating-point dense target, got "
+                        f"{target.dtype}")
+    n, spatial = logits.shape[0], tuple(logits.shape[2:])
+    if tuple(target.shape) not in ((n, *spatial), (n, 1, *spatial)):
+        raise ValueError(f"{op}: a label-map target must have shape (N, *spatial) or (N, 1, *spatial) for logits of "
+                         f"shape {tuple(logits.shape)}, got {tuple(target.shape)}")
+
+
+def _class_weight(op: str, weight: Any, channels: int, kept: int, device: torch.device) -> None:
+    lengths = sorted({channels, kept})
+    if isinstance(weight, torch.Tensor):
+        if weight.is_complex() or weight.dtype == torch.bool:
+            raise TypeError(f"{op}: weight must be real numbers, got {weight.dtype}")
+        if weight.device != device:
+            raise ValueError(f"{op}: logits and weight must be on the same device, got {device} and {weight.device}")
+        if weight.dim() == 0 or (weight.dim() == 1 and weight.shape[0] in lengths):
+            return  # values (finite, >= 0) are checked in eager mode by soft_dice_loss
+        raise ValueError(f"{op}: weight must be a number or have one value per class ({' or '.join(map(str, lengths))}"
+                         f" values for {channels} channels), got shape {tuple(weight.shape)}")
+    values = list(weight) if isinstance(weight, (list, tuple)) else [weight]
+    for v in values:
+        _finite(op, "weight", v)
+        if v < 0:
+            raise ValueError(f"{op}: weight must be >= 0, got {weight}")
+    if isinstance(weight, (list, tuple)) and len(values) not in lengths:
+        raise ValueError(f"{op}: weight must be a number or have one value per class ({' or '.join(map(str, lengths))}"
+                         f" values for {channels} channels), got {len(values)} values")
+
+
+def check_soft_dice_loss(logits: torch.Tensor, include_background: Any, smooth_nr: Any, smooth_dr: Any, batch: Any,
+                         reduction: Any, weight: Any) -> None:
+    """The loss's own arguments (after check_soft_dice_stats has checked the tensors)."""
+    op = "medcnn::soft_dice_loss"
+    for name, v in (("include_background", include_background), ("batch", batch)):
+        if not isinstance(v, bool):
+            raise TypeError(f"{op}: {name} must be a bool, got {type(v).__name__}")
+    for name, v in (("smooth_nr", smooth_nr), ("smooth_dr", smooth_dr)):
+        _finite(op, name, v)
+        if v < 0:
+            raise ValueError(f"{op}: {name} must be >= 0, got {v}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+    channels = logits.shape[1]
+    if not include_background and channels == 1:
+        raise ValueError(f"{op}: include_background=False drops channel 0, which leaves no channel of logits with "
+                         f"shape {tuple(logits.shape)}")
+    if weight is not None:
+        _class_weight(op, weight, channels, channels if include_background else channels - 1, logits.device)

@@ -7,8 +7,13 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/div.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/linspace.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -227,6 +232,137 @@ std::tuple<at::Tensor, at::Tensor> bias_act_backward_cuda(const at::Tensor& grad
   return {dx, db};
 }
 
+// Soft Dice statistics: contiguous copies of the inputs; the label check reads one int back (synchronizes).
+int64_t dice_spatial(const at::Tensor& x) {
+  int64_t s = 1;
+  for (int64_t d = 2; d < x.dim(); ++d) s *= x.size(d);
+  return s;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_dice_stats_cuda(const at::Tensor& logits_in,
+                                                                    const at::Tensor& target_in,
+                                                                    c10::string_view activation) {
+  constexpr const char* op = "medcnn::soft_dice_stats";
+  const DiceAct act = parse_dice_activation(std::string(activation), op);
+  const bool labels = check_soft_dice_args(logits_in, target_in, op);
+  const int64_t N = logits_in.size(0), C = logits_in.size(1), S = dice_spatial(logits_in);
+  TORCH_CHECK_VALUE(C <= cuda::kSoftDiceMaxChannels, op, ": the CUDA kernel handles up to ",
+                    cuda::kSoftDiceMaxChannels, " channels, got ", C);
+  const c10::cuda::CUDAGuard guard(logits_in.device());
+  const at::Tensor logits = logits_in.contiguous(), target = target_in.contiguous();
+  at::Tensor inter = at::zeros({N, C}, logits.options()), psum = at::zeros({N, C}, logits.options());
+  at::Tensor gsum = at::zeros({N, C}, logits.options());
+  if (logits.numel() == 0) return {inter, psum, gsum};
+  at::Tensor workspace = at::empty({cuda::soft_dice_workspace_size(N, C, S)}, logits.options().dtype(at::kDouble));
+  at::Tensor bad = at::zeros({1}, logits.options().dtype(at::kInt));
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), op, [&] {
+    check_launch(cuda::soft_dice_stats_forward<scalar_t>(
+                     logits.const_data_ptr<scalar_t>(), labels ? target.const_data_ptr<int64_t>() : nullptr,
+                     labels ? nullptr : target.const_data_ptr<scalar_t>(), inter.mutable_data_ptr<scalar_t>(),
+                     psum.mutable_data_ptr<scalar_t>(), gsum.mutable_data_ptr<scalar_t>(),
+                     workspace.mutable_data_ptr<double>(), bad.mutable_data_ptr<int>(), N, C, S,
+                     static_cast<int>(act), c10::cuda::getCurrentCUDAStream()),
+                 op);
+  });
+  TORCH_CHECK_VALUE(!labels || bad.item<int>() == 0, op, ": a target label is outside [0, ", C, "): the logits have ",
+                    C, " channels");
+  return {inter, psum, gsum};
+}
+
+at::Tensor soft_dice_stats_backward_cuda(const at::Tensor& grad_inter, const at::Tensor& grad_psum,
+                                         const at::Tensor& logits_in, const at::Tensor& target_in,
+                                         c10::string_view activation) {
+  constexpr const char* op = "medcnn::soft_dice_stats_backward";
+  const DiceAct act = parse_dice_activation(std::string(activation), op);
+  const bool labels = check_soft_dice_args(logits_in, target_in, op);
+  check_soft_dice_grad(grad_inter, logits_in, op, "grad_inter");
+  check_soft_dice_grad(grad_psum, logits_in, op, "grad_psum");
+  const c10::cuda::CUDAGuard guard(logits_in.device());
+  const at::Tensor logits = logits_in.contiguous(), target = target_in.contiguous();
+  const at::Tensor gi = grad_inter.contiguous(), gp = grad_psum.contiguous();
+  at::Tensor dz = at::empty_like(logits, at::MemoryFormat::Contiguous);
+  if (logits.numel() == 0) return dz;
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), op, [&] {
+    check_launch(cuda::soft_dice_stats_backward<scalar_t>(
+                     gi.const_data_ptr<scalar_t>(), gp.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(),
+                     labels ? target.const_data_ptr<int64_t>() : nullptr,
+                     labels ? nullptr : target.const_data_ptr<scalar_t>(), dz.mutable_data_ptr<scalar_t>(),
+                     logits.size(0), logits.size(1), dice_spatial(logits), static_cast<int>(act),
+                     c10::cuda::getCurrentCUDAStream()),
+                 op);
+  });
+  return dz;
+}
+
+// affine_grid's normalized output coordinates of an axis of n voxels, with the same ATen ops (same values).
+at::Tensor warp_base(int64_t n, bool align, const at::TensorOptions& opts) {
+  if (n <= 1) return at::zeros({1}, opts);
+  at::Tensor r = at::linspace(-1, 1, n, opts);
+  return align ? r : at::div(at::mul(r, n - 1), n);
+}
+
+struct WarpBases {
+  at::Tensor x, y, z;
+  cuda::AffineWarpShape shape;
+};
+
+WarpBases warp_bases(const at::Tensor& t, bool align, int64_t dims) {
+  const int64_t d = t.dim();
+  const bool cl = !t.is_contiguous() && t.size(1) > 1;
+  const cuda::AffineWarpShape shape{t.size(0), t.size(1), dims == 3 ? t.size(2) : 1, t.size(d - 2), t.size(d - 1),
+                                    static_cast<int>(dims), cl};
+  return {warp_base(shape.W, align, t.options()), warp_base(shape.H, align, t.options()),
+          warp_base(shape.D, align, t.options()), shape};
+}
+
+std::tuple<at::Tensor, at::Tensor> affine_warp_cuda(const at::Tensor& image_in, const at::Tensor& theta_in,
+                                                    const Opt& mask_in, c10::string_view mode,
+                                                    c10::string_view padding_mode, bool align_corners) {
+  constexpr const char* op = "medcnn::affine_warp";
+  const AffineWarpMode m =
+      check_affine_warp_args(image_in, theta_in, mask_in, std::string(mode), std::string(padding_mode), op);
+  const c10::cuda::CUDAGuard guard(image_in.device());
+  const at::Tensor image = image_in.contiguous(image_in.suggest_memory_format()), theta = theta_in.contiguous();
+  at::Tensor out = at::empty_like(image, image.suggest_memory_format());
+  const bool has_mask = mask_in.has_value() && mask_in->defined();
+  const at::Tensor mask = has_mask ? mask_in->contiguous(mask_in->suggest_memory_format()) : at::Tensor();
+  at::Tensor mask_out = has_mask ? at::empty_like(mask, mask.suggest_memory_format()) : at::empty({0}, image.options());
+  const WarpBases b = warp_bases(image, align_corners, m.dims);
+  const bool mask_cl = has_mask && !mask.is_contiguous() && mask.size(1) > 1;
+  AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), op, [&] {
+    check_launch(cuda::affine_warp_forward<scalar_t>(
+                     image.const_data_ptr<scalar_t>(), theta.const_data_ptr<scalar_t>(), b.x.const_data_ptr<scalar_t>(),
+                     b.y.const_data_ptr<scalar_t>(), b.z.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+                     has_mask ? mask.const_data_ptr() : nullptr, has_mask ? mask_out.mutable_data_ptr() : nullptr,
+                     has_mask ? mask.size(1) : 0, has_mask ? static_cast<int>(mask.element_size()) : 0, mask_cl,
+                     b.shape, m.nearest, static_cast<int>(m.padding), align_corners,
+                     c10::cuda::getCurrentCUDAStream()),
+                 op);
+  });
+  return {out, mask_out};
+}
+
+at::Tensor affine_warp_backward_cuda(const at::Tensor& grad_in, const at::Tensor& theta_in, c10::string_view mode,
+                                     c10::string_view padding_mode, bool align_corners) {
+  constexpr const char* op = "medcnn::affine_warp_backward";
+  const AffineWarpMode m =
+      check_affine_warp_args(grad_in, theta_in, std::nullopt, std::string(mode), std::string(padding_mode), op);
+  const c10::cuda::CUDAGuard guard(grad_in.device());
+  const auto fmt = grad_in.suggest_memory_format();
+  const at::Tensor grad = grad_in.contiguous(fmt), theta = theta_in.contiguous();
+  at::Tensor din = at::zeros_like(grad, fmt);
+  const WarpBases b = warp_bases(grad, align_corners, m.dims);
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), op, [&] {
+    check_launch(cuda::affine_warp_backward<scalar_t>(
+                     grad.const_data_ptr<scalar_t>(), theta.const_data_ptr<scalar_t>(), b.x.const_data_ptr<scalar_t>(),
+                     b.y.const_data_ptr<scalar_t>(), b.z.const_data_ptr<scalar_t>(), din.mutable_data_ptr<scalar_t>(),
+                     b.shape, m.nearest, static_cast<int>(m.padding), align_corners,
+                     c10::cuda::getCurrentCUDAStream()),
+                 op);
+  });
+  return din;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(medcnn, CUDA, m) {
@@ -239,6 +375,10 @@ TORCH_LIBRARY_IMPL(medcnn, CUDA, m) {
   m.impl("relu_backward", &relu_backward_cuda);
   m.impl("bias_act", &bias_act_cuda);
   m.impl("bias_act_backward", &bias_act_backward_cuda);
+  m.impl("soft_dice_stats", &soft_dice_stats_cuda);
+  m.impl("soft_dice_stats_backward", &soft_dice_stats_backward_cuda);
+  m.impl("affine_warp", &affine_warp_cuda);
+  m.impl("affine_warp_backward", &affine_warp_backward_cuda);
 }
 
 }  // namespace cuda_bindings

@@ -55,5 +55,47 @@ template <typename T>
 cudaError_t bias_act_backward(const T* grad, const T* out, T* dx, T* dbias, int64_t N, int64_t C, int64_t S,
                               bool channels_last, Act act, double slope, double gain, cudaStream_t stream);
 
+// Soft Dice statistics (cpu/dice.cpp has the maths): per (n, c) I = sum p*g, P = sum p, G = sum g over S pixels of
+// contiguous (N, C, S) logits; target: int64 labels (N, S) (dense null) or a dense (N, C, S) target (labels null);
+// activation: static_cast<int>(DiceAct) of checks.h (0 softmax, 1 sigmoid, 2 none). `workspace` holds
+// soft_dice_workspace_size(N, C, S) doubles; *bad_label (zeroed by the caller) becomes 1 when a label lies outside
+// [0, C). C <= kSoftDiceMaxChannels (shared-memory accumulators), else cudaErrorInvalidValue.
+constexpr int64_t kSoftDiceMaxChannels = 256;
+
+int64_t soft_dice_workspace_size(int64_t N, int64_t C, int64_t S);
+
+template <typename T>
+cudaError_t soft_dice_stats_forward(const T* logits, const int64_t* labels, const T* dense, T* inter, T* psum,
+                                    T* gsum, double* workspace, int* bad_label, int64_t N, int64_t C, int64_t S,
+                                    int activation, cudaStream_t stream);
+
+// dlogits (contiguous (N, C, S)) from the (N, C) gradients of I and P, recomputing p per pixel.
+template <typename T>
+cudaError_t soft_dice_stats_backward(const T* grad_inter, const T* grad_psum, const T* logits, const int64_t* labels,
+                                     const T* dense, T* dlogits, int64_t N, int64_t C, int64_t S, int activation,
+                                     cudaStream_t stream);
+
+// Batched affine warp (grid_sample(image, affine_grid(theta)) semantics; see cuda/affine_warp.cu). D == 1 for 2-D.
+struct AffineWarpShape {
+  int64_t N, C, D, H, W;
+  int dims;            // 2 or 3
+  bool channels_last;  // image (N, S, C) instead of (N, C, S)
+};
+
+// out = warp(image); bx/by/bz: affine_grid's normalized output coordinates per axis (bz null in 2-D); mask (any
+// 1/2/4/8-byte dtype, mask_channels channels, may be null) is warped by nearest into mask_out. padding: 0 zeros,
+// 1 border, 2 reflection.
+template <typename T>
+cudaError_t affine_warp_forward(const T* image, const T* theta, const T* bx, const T* by, const T* bz, T* out,
+                                const void* mask, void* mask_out, int64_t mask_channels, int mask_elem_size,
+                                bool mask_channels_last, AffineWarpShape shape, bool nearest, int padding,
+                                bool align_corners, cudaStream_t stream);
+
+// dimage += the transposed warp of grad (dimage zeroed by the caller).
+template <typename T>
+cudaError_t affine_warp_backward(const T* grad, const T* theta, const T* bx, const T* by, const T* bz, T* dimage,
+                                 AffineWarpShape shape, bool nearest, int padding, bool align_corners,
+                                 cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace medcnn
