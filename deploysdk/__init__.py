@@ -19,6 +19,16 @@ def export_onnx(*args, **kwargs):
     return _export(*args, **kwargs)
 
 
-__all__ = ["Runtime", "TensorSpec", "LatencyStats", "compare", "CompareReport", "export_onnx", "TorchRunner",
+def __getattr__(name: str):
+    """``deploysdk.Pipeline`` (and ``PostprocessConfig``, ``TileConfig``) load the pipeline on first use: it pulls
+    in scipy, which ``import deploysdk`` alone does not need."""
+    if name in ("Pipeline", "PostprocessConfig", "TileConfig"):
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'deploysdk' has no attribute {name!r}")
+
+
+__all__ = ["Pipeline", "PostprocessConfig", "TileConfig", "Runtime", "TensorSpec", "LatencyStats", "compare", "CompareReport", "export_onnx", "TorchRunner",
            "DeploySDKError", "InputError", "ModelLoadError", "BackendUnavailableError", "EngineMismatchError",
            "ExportError", "ParityError"]

@@ -1,4 +1,5 @@
-"""``deploysdk`` command line: export, optimize, quantize, build-engine, run, bench, compare, inspect, triton-repo.
+"""``deploysdk`` command line: export, optimize, quantize, build-engine, run, bench, compare, inspect, serve,
+triton-repo.
 
 Every command is a thin layer over a library function (imported when the command runs, so ``deploysdk --help`` and
 ``deploysdk inspect`` work on a host with neither torch nor TensorRT). User errors print one line on stderr and exit
@@ -125,7 +126,7 @@ def cmd_export(args) -> int:
     if args.size or args.static or args.batch:
         example = model.example_input(batch_size=args.batch or (1 if args.static else 2), size=args.size)
     report = export_onnx(model, args.output, example_input=example, dynamic=False if args.static else None,
-                         opset=args.opset)
+                         opset=args.opset, metadata=model.export_metadata or None)  # recipes: preprocessing
     _print_result(report, args.output)
     return 0
 
@@ -204,7 +205,31 @@ def _describe(name: str, a: np.ndarray, labels: list | None) -> str:
     return text
 
 
+def _is_feed(items: list[str]) -> bool:
+    """.npy/.npz inputs (or NAME=FILE) feed the model directly; a folder or a medical image runs the pipeline."""
+    return all("=" in item or item.lower().endswith((".npy", ".npz")) for item in items)
+
+
+def _run_study(args) -> int:
+    """``run MODEL --input DIR_OR_FILE --output DIR``: a thin layer over ``deploysdk.pipeline.Pipeline``."""
+    from .io import SeriesRule
+    from .pipeline import Pipeline
+
+    if len(args.input) != 1 or not args.output:
+        raise UsageError("a study run takes one --input (a DICOM folder or an image file) and --output DIR")
+    rule = None
+    if args.modality or args.series_description:
+        rule = SeriesRule(modality=args.modality, description=args.series_description)
+    with Pipeline.from_model(args.model, backend=args.backend, device=args.device or "cpu", threads=args.threads,
+                             series_rule=rule, largest_component=args.largest_component) as pipe:
+        result = pipe(args.input[0], args.output)
+    print(result.summary())
+    return 0
+
+
 def cmd_run(args) -> int:
+    if not _is_feed(args.input):
+        return _run_study(args)
     with _open(args, args.model, threads=args.threads) as rt:
         outs = rt.run(read_feed(rt, args.input))
         labels = json.loads(rt.metadata.get("sdk.class_labels", "null") or "null")
@@ -299,6 +324,14 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    serve = _backing("serve", "serve")
+    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, backend=args.backend,
+          device=args.device or "cpu", results_dir=args.results_dir, max_results=args.max_results,
+          threads=args.threads)
+    return 0
+
+
 def cmd_triton_repo(args) -> int:
     write_triton_repo = _backing("triton", "write_triton_repo")
     folder = write_triton_repo(args.model, args.out, name=args.name, platform=args.platform,
@@ -386,15 +419,26 @@ def _add_build_commands(sub) -> None:
 
 
 def _add_run_commands(sub) -> None:
-    p = _sub(sub, "run", cmd_run, "run one input through a model and save the outputs",
-             "Run one .npy input through a model on a backend and print each output's shape and range (and the\n"
-             "top class of classifier logits); --output saves all outputs to an .npz file.\n\n"
+    p = _sub(sub, "run", cmd_run, "run a model on a study (DICOM folder, NIfTI, image) or on .npy inputs",
+             "With a DICOM folder or a medical image file (NIfTI, DICOM, PNG) as --input: segment it with the\n"
+             "clinical pipeline (preprocessing from the model's metadata, tiled inference, the mask back in the\n"
+             "study's geometry) and write mask.nii.gz, report.json, overlay.png (and seg.dcm for a DICOM series)\n"
+             "to the --output folder. With .npy/.npz inputs: run them through the model and print each output's\n"
+             "shape and range (and the top class of classifier logits); --output saves the outputs to an .npz.\n\n"
+             "  deploysdk run liver.onnx --input study/ --output out/ --series-description 'portal|venous'\n"
              "  deploysdk run model.onnx --input x.npy --output out.npz")
     _runtime_args(p)
-    p.add_argument("--input", action="append", required=True, metavar="[NAME=]FILE",
-                   help="x.npy for a single-input model, NAME=x.npy per input, or one .npz keyed by input name")
-    p.add_argument("--output", help=".npz file for the outputs (written atomically)")
+    p.add_argument("--input", action="append", required=True, metavar="[NAME=]FILE|DIR",
+                   help="a DICOM folder or an image file (pipeline); or x.npy for a single-input model, NAME=x.npy "
+                        "per input, or one .npz keyed by input name")
+    p.add_argument("--output", help="the output folder (pipeline) or an .npz file for the outputs (written "
+                                    "atomically)")
     p.add_argument("--threads", type=int, help="intra-op CPU threads")
+    p.add_argument("--series-description", metavar="REGEX",
+                   help="pipeline: pick the DICOM series whose SeriesDescription matches (case-insensitive)")
+    p.add_argument("--modality", help="pipeline: pick a DICOM series of this modality (CT, MR, ...)")
+    p.add_argument("--largest-component", action="store_true",
+                   help="pipeline: keep the largest connected piece of each label")
     p = _sub(sub, "bench", cmd_bench, "latency percentiles and throughput of a model on a backend",
              "Time repeated runs on random inputs: p50/p90/p99 latency and samples per second. Dynamic spatial\n"
              "dims take --shape or the size the model was exported for.\n\n"
@@ -430,6 +474,19 @@ def _add_run_commands(sub) -> None:
 
 
 def _add_serve_commands(sub) -> None:
+    p = _sub(sub, "serve", cmd_serve, "serve the segmentation pipeline over HTTP",
+             "A small HTTP service (standard library) around the clinical pipeline: POST /v1/segment with a NIfTI\n"
+             "file or a zip of DICOM files returns the report (label volumes, files used and skipped, timings) and\n"
+             "URLs of the mask; GET /v1/results/ID/mask.nii.gz, /healthz, /v1/model.\n\n"
+             "  deploysdk serve liver.onnx --port 8000\n"
+             "  curl --data-binary @study.zip -H 'Content-Type: application/zip' http://127.0.0.1:8000/v1/segment")
+    _runtime_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--max-upload-mb", type=float, default=512.0, help="largest upload in MiB (default 512)")
+    p.add_argument("--results-dir", help="where results are kept (default: a temp folder removed at exit)")
+    p.add_argument("--max-results", type=int, default=100, help="results kept; the oldest go first (default 100)")
+    p.add_argument("--threads", type=int, help="intra-op CPU threads")
     p = _sub(sub, "triton-repo", cmd_triton_repo, "write a Triton Inference Server model repository for a model",
              "Write OUT/NAME/config.pbtxt and OUT/NAME/VERSION/model.onnx (or model.plan for a TensorRT engine,\n"
              "whose inputs and outputs come from its build-engine sidecar): platform, I/O with Triton data types,\n"

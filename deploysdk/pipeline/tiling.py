@@ -11,6 +11,16 @@ measures the border with one probe run; MONAI's sliding-window inferer, by contr
 
 Memory: the output ``(K, *S)`` and a weight map ``(*S)`` in float32, plus one batch of windows; windows are never all
 materialised at once, so a large volume costs about one output's worth beyond the input.
+
+Blending: ``"gaussian"`` weights are a separable Gaussian (sigma = ``sigma_scale`` x tile size) scaled to a maximum of
+1 and floored at 1e-3; ``"gaussian_monai"`` is MONAI's ``compute_importance_map`` step for step (float32, not
+rescaled, floored at ``max(min, 1e-3)``), so stitched outputs equal ``sliding_window_inference(mode="gaussian")``
+to float rounding (the two differ only where the floor bites, i.e. at tile corners, by up to ~1e-4 relative).
+
+Larger tiles: a network's cost grows with the voxels it sees, and overlapping windows make it see some twice. With
+``max_roi_size`` (what the host's memory allows) a dynamic-size model gets, per axis, the window between
+``roi_size`` and ``max_roi_size`` (a size the model accepts: ``roi_step * k + roi_offset``) that covers the axis with
+the fewest computed voxels, e.g. one 1024-pixel window instead of 11 overlapping 128-pixel ones.
 """
 from __future__ import annotations
 
@@ -23,17 +33,18 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["TileConfig", "TiledInferer", "importance_map", "window_starts"]
+__all__ = ["TileConfig", "TiledInferer", "importance_map", "window_starts", "grown_roi"]
 
 PAD_MODES = ("reflect", "symmetric", "edge", "constant")
-BLEND_MODES = ("gaussian", "constant")
+BLEND_MODES = ("gaussian", "gaussian_monai", "constant")
 
 
 @dataclass(frozen=True)
 class TileConfig:
     """How to tile. ``roi_size``: the network's input window (None: the runtime's fixed input size);
     ``border``: how much smaller the output is on each side (int, per-axis tuple, or ``"auto"`` to measure it);
-    ``overlap``: fraction of an output tile shared with its neighbour, in [0, 1)."""
+    ``overlap``: fraction of an output tile shared with its neighbour, in [0, 1); ``max_roi_size``: grow windows up
+    to this size where it saves computation (module docstring), in sizes ``roi_step * k + roi_offset``."""
 
     roi_size: tuple[int, ...] | None = None
     overlap: float = 0.25
@@ -43,6 +54,9 @@ class TileConfig:
     border: int | tuple[int, ...] | str = "auto"
     pad_mode: str = "reflect"
     pad_value: float = 0.0
+    max_roi_size: int | tuple[int, ...] | None = None
+    roi_step: int = 1
+    roi_offset: int = 0
 
     def validate(self) -> None:
         if not 0.0 <= float(self.overlap) < 1.0:
@@ -57,6 +71,8 @@ class TileConfig:
             raise InputError(f"sigma_scale must be > 0, got {self.sigma_scale}")
         if isinstance(self.border, str) and self.border != "auto":
             raise InputError(f"border must be an int, a tuple of ints or 'auto', got {self.border!r}")
+        if isinstance(self.roi_step, bool) or not isinstance(self.roi_step, int) or self.roi_step < 1:
+            raise InputError(f"roi_step must be an int >= 1, got {self.roi_step!r}")
 
 
 # --- geometry -----------------------------------------------------------------------------------------------------
@@ -72,9 +88,14 @@ def window_starts(size: int, tile: int, overlap: float) -> list[int]:
 
 @functools.lru_cache(maxsize=16)
 def importance_map(shape: tuple[int, ...], blend: str = "gaussian", sigma_scale: float = 0.125) -> np.ndarray:
-    """Per-pixel blending weights of one output tile, max 1, strictly positive (cached; treat as read-only)."""
+    """Per-pixel blending weights of one output tile, strictly positive (cached; treat as read-only).
+
+    "gaussian": max 1, floor 1e-3; "gaussian_monai": MONAI's map exactly (module docstring); "constant": ones.
+    """
     if blend == "constant":
         w = np.ones(shape, np.float32)
+    elif blend == "gaussian_monai":
+        w = _monai_gaussian(tuple(shape), float(sigma_scale))
     else:
         axes = []
         for n in shape:
@@ -85,6 +106,37 @@ def importance_map(shape: tuple[int, ...], blend: str = "gaussian", sigma_scale:
         w = np.maximum(w, 1e-3)  # edges of a lone tile still count
     w.setflags(write=False)
     return w
+
+
+def _monai_gaussian(shape: tuple[int, ...], sigma_scale: float) -> np.ndarray:
+    """``monai.data.utils.compute_importance_map(shape, "gaussian", sigma_scale)`` in numpy: float32 throughout,
+    the same operation order, no rescaling, clamped below at ``max(min, 1e-3)``."""
+    w = None
+    for n in shape:
+        x = np.arange(-(n - 1) / 2.0, (n - 1) / 2.0 + 1, dtype=np.float32)[:n]
+        g = np.exp(x ** 2 / np.float32(-2 * (n * sigma_scale) ** 2)).astype(np.float32)
+        w = g if w is None else w[..., None] * g
+    return np.maximum(w, np.float32(max(float(w.min()), 1e-3))).astype(np.float32)
+
+
+def grown_roi(spatial, roi, max_roi, border, overlap: float, step: int = 1, offset: int = 0) -> tuple[int, ...]:
+    """Per axis, the window in ``[roi, max_roi]`` (sizes ``step * k + offset``) that covers the axis with the fewest
+    computed voxels (windows x window size); ties go to the smaller window. Axes are independent: the total cost is
+    the product of the per-axis costs."""
+    out = []
+    for s, r, m, b in zip(spatial, roi, max_roi, border):
+        best = (len(window_starts(s, r - 2 * b, overlap)) * r, r)
+        k = -(-(r - offset) // step)  # first k with step * k + offset >= r
+        while step * k + offset <= m:
+            w = step * k + offset
+            if w > r and w - 2 * b >= 1:
+                cost = len(window_starts(s, w - 2 * b, overlap)) * w
+                best = min(best, (cost, w))
+                if w - 2 * b >= s:  # one window covers the axis: larger ones only cost more
+                    break
+            k += 1
+        out.append(best[1])
+    return tuple(out)
 
 
 def _per_axis(value, nd: int, what: str) -> tuple[int, ...]:
@@ -103,6 +155,7 @@ class _Predictor:
         self.batch_fixed: int | None = None
         self.spatial_fixed: tuple[int, ...] | None = None
         self.dtype = np.dtype(np.float32)
+        self.fresh_output = False  # True: each call returns a new array, safe to weight in place
         inputs = getattr(predictor, "inputs", None)
         if inputs is not None and hasattr(predictor, "run"):
             if len(inputs) != 1 or len(predictor.outputs) != 1:
@@ -115,6 +168,7 @@ class _Predictor:
             spatial = tuple(spec.shape[2:])
             self.spatial_fixed = spatial if spatial and all(d is not None for d in spatial) else None
             self.fn = lambda batch: predictor.run({self.in_name: batch})[self.out_name]
+            self.fresh_output = True
         elif not callable(predictor):
             raise InputError(f"predictor must be a deploysdk Runtime/runner or a callable, got "
                              f"{type(predictor).__name__}")
@@ -182,15 +236,29 @@ class TiledInferer:
         self._borders[roi] = border
         return border
 
+    def window_for(self, spatial: tuple[int, ...], channels: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(window, border) for an image of this spatial size: ``roi_size``, grown when ``max_roi_size`` is set."""
+        roi = self.roi_for(len(spatial))
+        border = self.border_for(roi, channels)
+        if self.config.max_roi_size is None:
+            return roi, border
+        if self.predictor.spatial_fixed is not None:
+            raise InputError(f"max_roi_size needs a model with dynamic spatial dims; this one takes only "
+                             f"{self.predictor.spatial_fixed}")
+        max_roi = _per_axis(self.config.max_roi_size, len(spatial), "max_roi_size")
+        grown = grown_roi(spatial, roi, max_roi, border, float(self.config.overlap), self.config.roi_step,
+                          int(self.config.roi_offset))
+        return grown, border  # the border of a valid-conv network does not depend on the window size
+
     def __call__(self, image: np.ndarray) -> np.ndarray:
         image = self._check_image(image)
-        spatial, nd = image.shape[1:], image.ndim - 1
-        roi = self.roi_for(nd)
-        border = self.border_for(roi, image.shape[0])
+        spatial = image.shape[1:]
+        roi, border = self.window_for(spatial, image.shape[0])
         tile = tuple(r - 2 * b for r, b in zip(roi, border))  # output tile size
         starts = list(itertools.product(*(window_starts(s, t, self.config.overlap) for s, t in zip(spatial, tile))))
         padded = self._pad(image, border, tile)
-        weights = importance_map(tile, self.config.blend, float(self.config.sigma_scale))
+        blend = self.config.blend != "constant" and len(starts) > 1  # one window: its weights cancel out
+        weights = importance_map(tile, self.config.blend if blend else "constant", float(self.config.sigma_scale))
         out_size = tuple(max(s, t) for s, t in zip(spatial, tile))
         out, wsum = None, np.zeros(out_size, np.float32)
         for i in range(0, len(starts), self.config.batch_size):
@@ -200,13 +268,16 @@ class TiledInferer:
             pred = self._check_pred(self.predictor(batch), roi, tile)  # (B, K, *tile)
             if out is None:
                 out = np.zeros((pred.shape[1],) + out_size, np.float32)
+            if blend:
+                in_place = self.predictor.fresh_output and pred.flags.writeable
+                pred = np.multiply(pred, weights, out=pred if in_place else None)
             for s, p in zip(chunk, pred):
                 region = tuple(slice(a, a + t) for a, t in zip(s, tile))
-                out[(slice(None),) + region] += p * weights
+                out[(slice(None),) + region] += p
                 wsum[region] += weights
             if self.progress is not None:
                 self.progress(min(i + len(chunk), len(starts)), len(starts))
-        out /= wsum
+        np.divide(out, wsum, out=out)
         return out[(slice(None),) + tuple(slice(0, s) for s in spatial)]
 
     def _check_image(self, image) -> np.ndarray:

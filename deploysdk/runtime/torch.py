@@ -68,7 +68,11 @@ def _read_checkpoint(path: str) -> dict:
 
 
 def load_checkpoint(path: str | os.PathLike):
-    """Build the model a checkpoint names (``trainsdk.models.create_model``) and load its weights, strictly."""
+    """Build the model a checkpoint names (``trainsdk.models.create_model``) and load its weights, strictly.
+
+    The checkpoint's ``export_metadata`` dict (the training recipes write preprocessing and class labels there)
+    is kept on the model as ``model.export_metadata`` (empty when absent) for ``export_onnx(metadata=...)``.
+    """
     path = os.fspath(path)
     ckpt = _read_checkpoint(path)
     try:
@@ -89,6 +93,11 @@ def load_checkpoint(path: str | os.PathLike):
         first = " ".join(lines[:2])[:400] if lines else type(e).__name__
         raise ModelLoadError(f"cannot rebuild {ckpt['model_name']!r} from {path} with {dict(config)}: "
                              f"{first}{hint}") from e
+    meta = ckpt.get("export_metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise ModelLoadError(f"{path}: 'export_metadata' must be a dict of metadata for export (e.g. "
+                             f"{{'preprocessing': ..., 'class_labels': ...}}), got {type(meta).__name__}")
+    model.export_metadata = dict(meta or {})  # what `deploysdk export` embeds: the recipes record preprocessing
     return model.eval()
 
 
