@@ -27,6 +27,11 @@ def _input_text(contract: dict) -> str:
     return f"{rule} (default {dims})"
 
 
+_OUTPUTS = {"segmentation": "class map (N, K, *input size)", "reconstruct": "reconstruction (N, C, *input size)",
+            "restore": "restored image (N, C, *input size)", "translate": "image in the target modality",
+            "generation": "generated image (N, C, H, W)", "discrimination": "real/fake or class logits"}
+
+
 def zoo_rows(task: str | None = None) -> list[tuple[str, str, int, str, str]]:
     """(name, task, parameters at the default config, accepted input size, output) for every registered model."""
     from .models import create_model, list_models, model_entry
@@ -36,7 +41,7 @@ def zoo_rows(task: str | None = None) -> list[tuple[str, str, int, str, str]]:
         model = create_model(name)
         params = sum(p.numel() for p in model.parameters())
         contract = model.input_contract()
-        out = "class map (N, K, *input size)" if model_entry(name).task == "segmentation" else "logits (N, K)"
+        out = _OUTPUTS.get(model_entry(name).task, "logits (N, K)")
         if contract.get("output_border"):
             out = f"class map, {contract['output_border']} px smaller per side"
         rows.append((name, model_entry(name).task, params, _input_text(contract), out))
@@ -184,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("models", help="list the model zoo with parameter counts and accepted input sizes")
-    p.add_argument("--task", choices=["classification", "segmentation"])
+    p.add_argument("--task", choices=["classification", "segmentation", "reconstruct", "restore", "translate",
+                                      "generation", "discrimination"])
     p.add_argument("--markdown", action="store_true", help="print a Markdown table (as in the README)")
     p.set_defaults(fn=cmd_models)
     p = sub.add_parser("demo", help="train LeNet-5 on digits, export, run on ONNX Runtime, compare")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from deploysdk import Runtime, export_onnx
+from deploysdk.pipeline.preprocess import Preprocessing
 
 from .augment import random_translate
 from .data import load_digits
@@ -78,8 +79,10 @@ def run(args) -> list[Row]:
     ckpt, onnx_path = os.path.join(args.out, "lenet5.pt"), os.path.join(args.out, "lenet5.onnx")
     save_model_checkpoint(model, ckpt, preprocessing={"mean": data.mean, "std": data.std})
     print(f"[2/4] exporting to {onnx_path}")
-    meta = {"preprocessing": {"scale": 1 / 16, "resize": [32, 32], "mean": data.mean, "std": data.std},
-            "class_labels": [str(i) for i in range(10)]}
+    # digits pixels are 0..16: x/16 then z-scored with the training mean/std, i.e. (x - 16 mean) / (16 std)
+    prep = Preprocessing(intensity="scale", scale=(16 * float(data.mean), 16 * float(data.std)), output="logits",
+                         labels={i: str(i) for i in range(10)})
+    meta = {"preprocessing": prep.to_dict(), "input_resize": [32, 32], "class_labels": [str(i) for i in range(10)]}
     report = export_onnx(model, onnx_path, samples=[data.x_test[:8]], metadata=meta)
     print(f"      {report.summary()}")
     x_test, y_test = data.x_test.numpy(), data.y_test.numpy()
