@@ -22,3 +22,10 @@ from .degradations import (DEGRADATIONS, degrade, downsample, gaussian_noise, jp
 __all__ += ["gaussian_noise", "poisson_noise", "speckle_noise", "ultrasound_speckle", "downsample", "upsample_bicubic",
             "jpeg_artifacts", "median_filter", "simulate_low_dose_ct", "radon", "iradon_fbp", "shepp_logan_phantom",
             "DEGRADATIONS", "degrade"]
+
+# Paired cross-modality images, MR-like -> CT-like (appended: issue 8)
+from .paired import (CT_HU, MR_SIGNAL, TISSUES, PairedConfig, PairedSet, hu_to_unit,  # noqa: E402
+                     make_paired_modalities, unit_to_hu)
+
+__all__ += ["make_paired_modalities", "PairedSet", "PairedConfig", "TISSUES", "CT_HU", "MR_SIGNAL", "hu_to_unit",
+            "unit_to_hu"]

@@ -27,3 +27,9 @@ __all__ = ["minimax_d_loss", "minimax_g_loss", "nonsaturating_g_loss", "auxiliar
            "GAN_STATE_FORMAT", "FeatureExtractor", "frechet_distance", "frechet_distance_from_stats",
            "gaussian_stats", "DiversityReport", "diversity_score", "image_grid", "save_image_grid",
            "interpolate_latents", "latent_arithmetic", "latent_codes"]
+
+# Image-to-image quality (PSNR/SSIM/MAE, high-frequency energy) for the recipes in ``trainsdk.gan.recipes``
+# (appended: issue 8, second half)
+from .quality import HF_METHODS, high_frequency_energy, high_frequency_ratio, image_quality  # noqa: E402
+
+__all__ += ["high_frequency_energy", "high_frequency_ratio", "image_quality", "HF_METHODS"]
