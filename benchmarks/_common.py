@@ -65,3 +65,25 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, le
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, left: int = 1) -> None:
     print(format_table(headers, rows, left=left))
+
+
+def results_parser(doc: str, experiments: Sequence[str]):
+    """The command line shared by the results_issue*.py scripts: --threads, --only, --quick."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", nargs="+", choices=list(experiments), default=list(experiments))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, not the claims")
+    return parser
+
+
+def print_results(issue: int, rows: Sequence[Sequence[object]], threads: int, quick: bool) -> None:
+    """The closing table of a results script: result, target, measured, met; with the machine's load."""
+    import os
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nIssue {issue} results, CPU, {threads} thread(s), {os.cpu_count()} cores, load average {load:.1f}"
+          f"{' (QUICK: not the claims)' if quick else ''}")
+    print(format_table(["result", "target", "measured", "met"],
+                       [list(r[:3]) + ["yes" if r[3] else "NO"] for r in rows], left=4))

@@ -16,7 +16,6 @@ One intra-op thread by default: on a shared 2-core machine two threads are many 
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import format_table  # noqa: E402
+from _common import print_results, results_parser  # noqa: E402
 
 from trainsdk.data import ArrayDataset, make_lesion_classification  # noqa: E402
 from trainsdk.training.recipes import ClassifyRecipe, SegmentRecipe, train_classifier, train_segmenter  # noqa: E402
@@ -112,10 +111,7 @@ EXPERIMENTS = {"lenet": lenet_digits, "resnet": resnet_lesions, "unet": unet_pha
 
 
 def main(argv=None) -> list[list]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", nargs="+", choices=list(EXPERIMENTS), default=list(EXPERIMENTS))
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, not the claims")
+    parser = results_parser(__doc__, EXPERIMENTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
@@ -124,11 +120,7 @@ def main(argv=None) -> list[list]:
         print(f"[{name}] running ...", flush=True)
         rows.append(EXPERIMENTS[name](args.quick))
         print(f"[{name}] {rows[-1][2]} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\nIssue 5 results, CPU, {args.threads} thread(s), {os.cpu_count()} cores, load average {load:.1f}"
-          f"{' (QUICK: not the claims)' if args.quick else ''}")
-    print(format_table(["result", "target", "measured", "met"], [r[:3] + ["yes" if r[3] else "NO"] for r in rows],
-                       left=4))
+    print_results(5, rows, args.threads, args.quick)
     return rows
 
 

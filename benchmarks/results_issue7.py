@@ -24,7 +24,6 @@ two threads many times slower).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import statistics
@@ -34,7 +33,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import format_table  # noqa: E402
+from _common import print_results, results_parser  # noqa: E402
 
 from trainsdk.training.recipes.anomaly import AnomalyExperiment, run_anomaly_experiment  # noqa: E402
 from trainsdk.training.recipes.autoencode import (PretrainExperiment, RestorationExperiment,  # noqa: E402
@@ -133,10 +132,7 @@ EXPERIMENTS = {"denoise": denoise, "superres": superres, "lowdose": lowdose, "an
 
 
 def main(argv=None) -> list[list]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", nargs="+", choices=list(EXPERIMENTS), default=list(EXPERIMENTS))
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, not the claims")
+    parser = results_parser(__doc__, EXPERIMENTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
@@ -147,11 +143,7 @@ def main(argv=None) -> list[list]:
         out = out if isinstance(out[0], list) else [out]
         rows += out
         print(f"[{name}] " + "; ".join(r[2] for r in out) + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\nIssue 7 results, CPU, {args.threads} thread(s), {os.cpu_count()} cores, load average {load:.1f}"
-          f"{' (QUICK: not the claims)' if args.quick else ''}")
-    print(format_table(["result", "target", "measured", "met"], [r[:3] + ["yes" if r[3] else "NO"] for r in rows],
-                       left=4))
+    print_results(7, rows, args.threads, args.quick)
     return rows
 
 

@@ -22,7 +22,6 @@ are often slower, not faster.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import format_table  # noqa: E402
+from _common import print_results, results_parser  # noqa: E402
 
 from trainsdk.gan.recipes import ContextGANRecipe, GANAugmentRecipe, WGANCTRecipe, train_context_gan, \
     train_gan_augmentation, train_wgan_ct  # noqa: E402
@@ -96,13 +95,10 @@ EXPERIMENTS = {"augment": augmentation, "context": context, "wgan": wgan_ct}
 
 
 def main(argv=None) -> list[list]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", nargs="+", choices=list(EXPERIMENTS), default=list(EXPERIMENTS))
+    parser = results_parser(__doc__, EXPERIMENTS)
     parser.add_argument("--out", default=os.path.join("runs", "issue8"), help="sample grids and checkpoints")
     parser.add_argument("--ablation", action="store_true", help="context GAN: also the cascade with L2 alone and "
                         "the single-stage GAN")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, not the claims")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
@@ -111,11 +107,7 @@ def main(argv=None) -> list[list]:
         print(f"[{name}] running ...", flush=True)
         rows.append(EXPERIMENTS[name](args.out, args.quick, args.ablation))
         print(f"[{name}] done in {time.perf_counter() - t0:.0f} s\n", flush=True)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"Issue 8 results, CPU, {args.threads} thread(s), {os.cpu_count()} cores, load average {load:.1f}"
-          f"{' (QUICK: not the claims)' if args.quick else ''}")
-    print(format_table(["result", "target", "measured", "met"], [r[:3] + ["yes" if r[3] else "NO"] for r in rows],
-                       left=4))
+    print_results(8, rows, args.threads, args.quick)
     return rows
 
 
