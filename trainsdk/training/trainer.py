@@ -85,13 +85,15 @@ class Trainer:
     -> scheduler`` (``total_steps = max_epochs * steps_per_epoch``, what OneCycleLR wants); it steps every
     optimizer step or every epoch (``config.scheduler_interval``; ReduceLROnPlateau gets the monitored metric).
     With ``out_dir`` set the Trainer adds a ``ModelCheckpoint`` and the configured loggers unless ``callbacks``
-    already has one of that kind; ``config.early_stopping`` adds ``EarlyStopping``.
+    already has one of that kind; ``config.early_stopping`` adds ``EarlyStopping``. ``checkpoint_extra``: plain
+    data added to every checkpoint written (e.g. the recipes' ``export_metadata``, which ``deploysdk export`` embeds).
     """
 
     def __init__(self, model: nn.Module, config: TrainerConfig | None = None, train_data: Any = None,
                  val_data: Any = None, step_fn: Callable | None = None, eval_fn: Callable | None = None,
                  optimizer: torch.optim.Optimizer | Callable | None = None, scheduler: Any = None,
-                 callbacks: Iterable[Callback] = (), collate_fn: Callable | None = None) -> None:
+                 callbacks: Iterable[Callback] = (), collate_fn: Callable | None = None,
+                 checkpoint_extra: Mapping[str, Any] | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         config = TrainerConfig() if config is None else config
@@ -103,6 +105,7 @@ class Trainer:
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
         self.config, self.dist = config, D.dist_env()
+        self.checkpoint_extra = dict(checkpoint_extra or {})
         self.device = D.resolve_device(config.device, self.dist)
         _check_precision(config.precision, self.device)
         self.model = model.to(self.device)
@@ -241,7 +244,8 @@ class Trainer:
                             best_metric=self.best_metric, rng_state=rng[0], trainer_config=self.config.to_dict(),
                             rng_per_rank=rng if len(rng) > 1 else None, world_size=self.dist.world_size,
                             history=self.history, stop_reason=self.stop_reason,
-                            callbacks={key: cb.state_dict() for key, cb in self._callback_keys()})
+                            callbacks={key: cb.state_dict() for key, cb in self._callback_keys()},
+                            **self.checkpoint_extra)
 
     # --- fit ------------------------------------------------------------------------------------------------------
     def fit(self, resume: str | os.PathLike | None = None) -> list[dict[str, Any]]:

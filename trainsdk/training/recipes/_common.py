@@ -22,7 +22,7 @@ from deploysdk.pipeline.preprocess import Preprocessing
 from ...augment import AugmentPipeline, RandomAffine
 from ...losses import create_loss
 from ...models import LoadReport, create_model, model_entry
-from ..checkpoint import capture_rng_state, save_model_checkpoint, save_training_state
+from ..checkpoint import save_model_checkpoint
 from ..config import TrainerConfig
 from ..trainer import Trainer
 from ._classical import fit_classical
@@ -30,7 +30,7 @@ from ._data import DataSplits, resolve_data
 from .transfer import FeatureExtractorRegime, Prepared, head_name, load_pretrained, make_regime
 
 __all__ = ["RecipeConfig", "RecipeResult", "AugmentConfig", "CLASSIC_AFFINE", "OPTIMIZERS", "SCHEDULES",
-           "RecipeTrainer", "run_recipe", "build_augment", "export_metadata"]
+           "run_recipe", "build_augment", "export_metadata"]
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -151,24 +151,6 @@ class RecipeResult:
         return f"{self.num_train} train / {self.num_test} test images, {self.seconds:.1f} s: {figures}{where}"
 
 
-class RecipeTrainer(Trainer):
-    """The Trainer with plain-data entries (``checkpoint_extra``) added to every checkpoint it writes."""
-
-    def __init__(self, *args, checkpoint_extra: Mapping[str, Any] | None = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.checkpoint_extra = dict(checkpoint_extra or {})
-
-    def save_checkpoint(self, path: str | os.PathLike) -> None:  # Trainer.save_checkpoint + checkpoint_extra
-        rng = self._rng_states or [capture_rng_state()]
-        save_training_state(path, self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                            scaler=self.scaler, epoch=self.epoch, global_step=self.global_step,
-                            best_metric=self.best_metric, rng_state=rng[0], trainer_config=self.config.to_dict(),
-                            rng_per_rank=rng if len(rng) > 1 else None, world_size=self.dist.world_size,
-                            history=self.history, stop_reason=self.stop_reason,
-                            callbacks={key: cb.state_dict() for key, cb in self._callback_keys()},
-                            **self.checkpoint_extra)
-
-
 def export_metadata(splits: DataSplits, override: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """{"preprocessing": Preprocessing fields, "class_labels": [...]} as ``export_onnx(metadata=...)`` takes it."""
     fields = {"spacing": splits.spacing, "output": "softmax", **splits.preprocessing, **dict(override or {})}
@@ -263,10 +245,10 @@ def run_recipe(cfg: RecipeConfig, task: str, make_step: Callable, make_eval: Cal
         Prepared(model, [{"params": list(model.parameters()), "lr": cfg.lr}])
     step = make_step(create_loss(cfg.loss, **cfg.loss_kwargs), build_augment(cfg.augment, cfg.profile),
                      prepared.frozen)
-    trainer = RecipeTrainer(prepared.model, cfg.trainer_config(), splits.train, splits.val, step_fn=step,
-                            eval_fn=make_eval(step) if make_eval is not None else None,
-                            optimizer=_optimizer(cfg, prepared.param_groups), scheduler=_scheduler(cfg.schedule),
-                            checkpoint_extra=extra)
+    trainer = Trainer(prepared.model, cfg.trainer_config(), splits.train, splits.val, step_fn=step,
+                      eval_fn=make_eval(step) if make_eval is not None else None,
+                      optimizer=_optimizer(cfg, prepared.param_groups), scheduler=_scheduler(cfg.schedule),
+                      checkpoint_extra=extra)
     history = trainer.fit(resume=cfg.resume)
     metrics = evaluate(prepared.model, splits, trainer.device, trainer.config.eval_batch_size or cfg.batch_size)
     last = best = None
