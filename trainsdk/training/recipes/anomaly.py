@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ...metrics import auroc
+from ._checks import check_positive_ints
 
 __all__ = ["reconstruction_step", "train_healthy_autoencoder", "reconstruct", "anomaly_maps", "image_scores",
            "anomaly_auroc", "healthy_threshold", "pseudo_labels", "AnomalyExperiment", "AnomalyResult",
@@ -208,11 +209,8 @@ class AnomalyExperiment:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("n_healthy", "n_healthy_val", "n_test_per_class", "n_pool_per_class", "n_masks", "ae_epochs",
-                     "seg_epochs", "batch_size", "seg_base_width", "seg_depth"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"AnomalyExperiment: {name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("n_healthy", "n_healthy_val", "n_test_per_class", "n_pool_per_class", "n_masks",
+                                   "ae_epochs", "seg_epochs", "batch_size", "seg_base_width", "seg_depth"))
         if self.n_masks >= 3 * self.n_pool_per_class:
             raise ValueError(f"AnomalyExperiment: n_masks ({self.n_masks}) must be smaller than the lesion images "
                              f"in the pool (3 x n_pool_per_class = {3 * self.n_pool_per_class})")

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...metrics import psnr, ssim
+from ._checks import check_positive_ints
 
 __all__ = ["RESTORE_TASKS", "degrade_pairs", "tile", "pair_step", "train_restorer", "restore", "restoration_metrics",
            "RestorationExperiment", "RestorationResult", "run_restoration_experiment", "EncoderClassifier",
@@ -153,10 +154,7 @@ class RestorationExperiment:
     def __post_init__(self) -> None:
         if self.task not in RESTORE_TASKS:
             raise ValueError(f"RestorationExperiment: task must be one of {RESTORE_TASKS}, got {self.task!r}")
-        for name in ("n_train", "n_test", "size", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"RestorationExperiment: {name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("n_train", "n_test", "size", "epochs", "batch_size"))
 
 
 @dataclass
@@ -261,10 +259,7 @@ class PretrainExperiment:
                                             1 <= k <= self.n_unlabeled_per_class for k in self.labels_per_class):
             raise ValueError(f"PretrainExperiment: labels_per_class must be integers in 1..n_unlabeled_per_class "
                              f"({self.n_unlabeled_per_class}), got {self.labels_per_class!r}")
-        for name in ("n_unlabeled_per_class", "n_test_per_class", "ae_epochs", "classifier_epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"PretrainExperiment: {name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("n_unlabeled_per_class", "n_test_per_class", "ae_epochs", "classifier_epochs"))
 
 
 @dataclass
@@ -336,10 +331,7 @@ class StackedAEExperiment:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("labels_per_class", "greedy_epochs", "finetune_ae_epochs", "classifier_epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"StackedAEExperiment: {name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("labels_per_class", "greedy_epochs", "finetune_ae_epochs", "classifier_epochs"))
         self.hidden_sizes = tuple(self.hidden_sizes)
 
 

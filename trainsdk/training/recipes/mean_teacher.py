@@ -32,6 +32,7 @@ from ...augment import RandomAffine, apply_affine
 from ...losses import DiceCELoss
 from ...metrics import dice_score
 from ..callbacks import Callback
+from ._checks import check_positive_ints
 
 __all__ = ["MeanTeacherConfig", "MeanTeacher", "SemiSupervisedDataset", "sigmoid_rampup", "ema_decay_at",
            "ema_update", "warp", "consistency_pair", "consistency_loss", "predict_labels", "pooled_dice",
@@ -352,10 +353,7 @@ class MeanTeacherExperiment:
     def __post_init__(self) -> None:
         if not 0.0 < self.label_fraction < 1.0:
             raise ValueError(f"MeanTeacherExperiment: label_fraction must be in (0, 1), got {self.label_fraction!r}")
-        for name in ("n_train", "n_test", "epochs", "batch_size", "base_width", "depth"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"MeanTeacherExperiment: {name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("n_train", "n_test", "epochs", "batch_size", "base_width", "depth"))
         if round(self.label_fraction * self.n_train) >= self.n_train:
             raise ValueError(f"MeanTeacherExperiment: label_fraction {self.label_fraction} of n_train "
                              f"{self.n_train} leaves no unlabeled image")
